@@ -1,0 +1,95 @@
+"""DICOM JSON (PS3.18 F.2): one builder for stored metadata, QIDO results and store responses.
+
+Binary values are never inlined in instance metadata: each becomes a ``BulkDataURI``
+under ``{base}/studies/{study}/series/{series}/instances/{sop}/bulk/{path}``, where
+``path`` names the element (``7FE00010``, or ``00880200/0/7FE00010`` inside a sequence).
+The base is stored as a placeholder and replaced when served, so that stored
+metadata does not depend on the host name a client used.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Any
+
+from pydicom.dataelem import DataElement
+from pydicom.dataset import Dataset
+from pydicom.filewriter import correct_ambiguous_vr
+from pydicom.tag import Tag
+
+from .catalog import BASE_PLACEHOLDER
+
+BINARY_VRS = {"OB", "OD", "OF", "OL", "OV", "OW", "UN", "OB or OW", "US or OW"}
+NUMBER_VRS = {"US", "SS", "UL", "SL", "FL", "FD", "UV", "SV"}
+
+
+def tag_hex(tag: int) -> str:
+    return f"{tag:08X}"
+
+
+def _binary_paths(ds: Dataset, prefix: str, out: dict[int, str]) -> None:
+    for elem in ds:
+        path = f"{prefix}{tag_hex(elem.tag)}"
+        if elem.VR == "SQ":
+            for i, item in enumerate(elem.value or []):
+                _binary_paths(item, f"{path}/{i}/", out)
+        elif elem.VR in BINARY_VRS:
+            out[id(elem)] = path
+
+
+def instance_metadata(ds: Dataset, study_uid: str, series_uid: str, sop_uid: str) -> bytes:
+    """The instance's DICOM JSON object (UTF-8 bytes) with bulk data as BulkDataURIs."""
+    try:
+        correct_ambiguous_vr(ds, True)
+    except Exception:  # noqa: BLE001 - an ambiguous VR we cannot resolve stays as read
+        pass
+    paths: dict[int, str] = {}
+    _binary_paths(ds, "", paths)
+    base = f"{BASE_PLACEHOLDER}/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}/bulk/"
+
+    def bulk_uri(elem: DataElement) -> str:
+        return base + paths.get(id(elem), tag_hex(elem.tag))
+
+    doc = ds.to_json_dict(bulk_data_threshold=0, bulk_data_element_handler=bulk_uri, suppress_invalid_tags=True)
+    return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def element_json(vr: str, value: Any) -> dict[str, Any]:
+    """One attribute as DICOM JSON from an index value (string, number, list or None)."""
+    if value is None or value == "" or value == []:
+        return {"vr": vr}
+    values = value if isinstance(value, list) else [value]
+    if vr == "PN":
+        return {"vr": vr, "Value": [{"Alphabetic": str(v)} for v in values]}
+    if vr == "IS":
+        return {"vr": vr, "Value": [int(v) for v in values]}
+    if vr == "DS":
+        return {"vr": vr, "Value": [float(v) for v in values]}
+    if vr in NUMBER_VRS:
+        return {"vr": vr, "Value": [v for v in values]}
+    return {"vr": vr, "Value": [str(v) for v in values]}
+
+
+def dataset_json(elements: Iterable[tuple[int, str, Any]]) -> dict[str, Any]:
+    """A DICOM JSON object from (tag, VR, value) triples, keys sorted by tag."""
+    return {tag_hex(tag): element_json(vr, value) for tag, vr, value in sorted(elements, key=lambda e: e[0])}
+
+
+def resolve_base(body: bytes, base_url: str) -> bytes:
+    """Replace the stored placeholder with the public DICOMweb base URL."""
+    return body.replace(BASE_PLACEHOLDER.encode(), base_url.rstrip("/").encode())
+
+
+def keyword_tag(keyword_or_tag: str) -> int | None:
+    """The tag of a DICOM keyword or ``GGGGEEEE`` hex string; ``None`` if it is neither."""
+    text = keyword_or_tag.strip()
+    if len(text) == 8 and all(c in "0123456789abcdefABCDEF" for c in text):
+        return int(text, 16)
+    try:
+        tag = Tag(text)
+    except (ValueError, TypeError, OverflowError):
+        return None
+    from pydicom.datadict import keyword_for_tag
+
+    return int(tag) if keyword_for_tag(tag) == text else None

