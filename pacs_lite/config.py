@@ -42,7 +42,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "ae_title": Key(str, "PACSLITE"),
         "host": Key(str, "127.0.0.1"),
         "port": Key(int, 11112, minimum=0, maximum=65535),
-        "allow_any_caller": Key(bool, False),
+        "allow_any_caller": Key(str, "auto", choices=("auto", "true", "false")),
         "max_pdu_length": Key(int, 262144, minimum=4096, maximum=16 * 1024 * 1024),
         "max_associations": Key(int, 16, minimum=1, maximum=1000),
         "acse_timeout": Key(int, 30, minimum=1),
@@ -149,6 +149,14 @@ class Config:
         _check(merged)
         return Config(merged, self.peers, self.source, self.base_dir)
 
+    def any_caller_allowed(self) -> bool:
+        """Whether callers need not be known peers: "auto" allows anyone only on a loopback bind."""
+        setting = self.values["dicom"]["allow_any_caller"]
+        if setting == "auto":
+            host = self.values["dicom"]["host"]
+            return host == "localhost" or ipaddress.ip_address(host).is_loopback
+        return setting == "true"
+
     def find_peer(self, ae_title: str) -> Peer | None:
         for peer in self.peers:
             if peer.ae_title == ae_title:
@@ -174,6 +182,8 @@ class Config:
 def _coerce(section: str, key: str, value: Any, *, from_env: bool = False) -> Any:
     name = f"{section}.{key}"
     spec = SCHEMA[section][key]
+    if spec.choices is not None and isinstance(value, bool):
+        value = "true" if value else "false"  # allow_any_caller = false (TOML boolean) means "false"
     try:
         if spec.type is bool:
             if isinstance(value, str) and from_env:

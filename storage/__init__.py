@@ -89,9 +89,7 @@ def open_store(
         }
         missing = [name for name, value in settings.items() if not value]
         if missing:
-            raise ValueError(
-                f"storage setting(s) {', '.join(repr(m) for m in missing)} required for the s3 backend"
-            )
+            raise ValueError(f"storage setting(s) {', '.join(repr(m) for m in missing)} required for the s3 backend")
         return S3Store(
             endpoint=str(endpoint),
             bucket=str(bucket),

@@ -218,7 +218,7 @@ class FilesystemStore(ObjectStore):
                     stat = path.stat()
                 except FileNotFoundError:
                     continue  # deleted while we walked
-                modified = _dt.datetime.fromtimestamp(stat.st_mtime, tz=_dt.timezone.utc)
+                modified = _dt.datetime.fromtimestamp(stat.st_mtime, tz=_dt.UTC)
                 yield ObjectInfo(key=key, size=stat.st_size, modified=modified)
 
     # -- maintenance -------------------------------------------------------------
@@ -243,7 +243,7 @@ class FilesystemStore(ObjectStore):
 
     def sweep_temp(self, older_than_seconds: float = 3600.0) -> int:
         """Remove temp files older than ``older_than_seconds``; return how many went."""
-        cutoff = _dt.datetime.fromtimestamp(time.time() - older_than_seconds, tz=_dt.timezone.utc)
+        cutoff = _dt.datetime.fromtimestamp(time.time() - older_than_seconds, tz=_dt.UTC)
         removed = 0
         for path in list(self.iter_temp_files(cutoff)):
             try:

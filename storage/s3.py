@@ -40,7 +40,13 @@ T = TypeVar("T")
 
 #: S3 error codes worth another attempt (besides any HTTP 5xx status).
 TRANSIENT_CODES = frozenset(
-    {"SlowDown", "InternalError", "ServiceUnavailable", "RequestTimeout", "OperationAborted"}
+    {
+        "SlowDown",
+        "InternalError",
+        "ServiceUnavailable",
+        "RequestTimeout",
+        "OperationAborted",
+    }
 )
 
 #: Sleep before the first retry; doubled before each further one (0.1, 0.2, 0.4 s...).
@@ -130,7 +136,7 @@ class S3Store(ObjectStore):
         if not endpoint or "://" in endpoint or "/" in endpoint:
             raise ValueError(f"S3 endpoint must be host:port without scheme, got {endpoint!r}")
         try:
-            check_bucket_name(bucket)
+            check_bucket_name(bucket, strict=True)
         except ValueError as exc:
             raise ValueError(f"invalid S3 bucket name {bucket!r}") from exc
         if retries < 0 or timeout <= 0:
@@ -185,9 +191,7 @@ class S3Store(ObjectStore):
                     raise ObjectNotFound(f"no object {exc.object_name or what}") from exc
                 if exc.code == "NoSuchBucket":
                     self._bucket_ready = False
-                    raise StoreUnavailable(
-                        f"S3 store: bucket {self.bucket} does not exist on {self.endpoint}"
-                    ) from exc
+                    raise StoreUnavailable(f"S3 store: bucket {self.bucket} does not exist on {self.endpoint}") from exc
                 if not _is_transient(exc):
                     raise StoreError(f"S3 store: {what} refused: {exc.code}: {exc.message}") from exc
                 last = exc
@@ -205,9 +209,7 @@ class S3Store(ObjectStore):
             return
         if not self._call("bucket_exists", lambda: self._client.bucket_exists(self.bucket)):
             if not self.create_bucket:
-                raise StoreUnavailable(
-                    f"S3 store: bucket {self.bucket} does not exist on {self.endpoint}"
-                )
+                raise StoreUnavailable(f"S3 store: bucket {self.bucket} does not exist on {self.endpoint}")
             self._call("make_bucket", self._make_bucket)
         self._bucket_ready = True
 
@@ -302,13 +304,11 @@ class S3Store(ObjectStore):
     def _list_page(self, prefix: str, start_after: str | None, limit: int = 1000) -> list[ObjectInfo]:
         """At most ``limit`` objects after ``start_after``, read fully so a retry is clean."""
         page: list[ObjectInfo] = []
-        listing = self._client.list_objects(
-            self.bucket, prefix=prefix or None, recursive=True, start_after=start_after
-        )
+        listing = self._client.list_objects(self.bucket, prefix=prefix or None, recursive=True, start_after=start_after)
         for obj in listing:
             if obj.is_dir or obj.object_name is None:
                 continue
-            modified = obj.last_modified or _dt.datetime.fromtimestamp(0, tz=_dt.timezone.utc)
+            modified = obj.last_modified or _dt.datetime.fromtimestamp(0, tz=_dt.UTC)
             page.append(ObjectInfo(key=obj.object_name, size=obj.size or 0, modified=modified))
             if len(page) >= limit:
                 break

@@ -7,9 +7,14 @@ Keep this file small: fixtures that need real helpers import them from
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+from pacs_lite.archive import Archive
+from pacs_lite.config import Config
+from tests.support.pacs import make_config
+from tests.support.postgres import PostgresServer
 from tests.support.seaweedfs import SeaweedFS
 
 
@@ -26,3 +31,37 @@ def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedFS]:
         yield server
     finally:
         server.close()
+
+
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
+    """A real PostgreSQL server (an existing one on loopback, or a private one we start)."""
+    server = PostgresServer(tmp_path_factory.mktemp("postgres"))
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def index_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty index database of each backend."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/index.db"
+    return request.getfixturevalue("postgres").create_database()
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Config:
+    """Embedded defaults (SQLite, filesystem store) under a temporary directory."""
+    return make_config(tmp_path)
+
+
+@pytest.fixture
+def archive(config: Config) -> Iterator[Archive]:
+    """An archive on the embedded defaults, without compression."""
+    arch = Archive(config.with_overrides(compression={"transfer_syntax": "none"}))
+    try:
+        yield arch
+    finally:
+        arch.close()

@@ -37,6 +37,16 @@ def free_ports(count: int) -> list[int]:
             sock.close()
 
 
+def port_is_free(port: int) -> bool:
+    """Whether ``port`` can be bound on 127.0.0.1 right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((LOOPBACK, port))
+        except OSError:
+            return False
+        return True
+
+
 def port_is_open(host: str, port: int, timeout: float = 0.5) -> bool:
     """Whether a TCP connection to ``host:port`` succeeds right now."""
     try:

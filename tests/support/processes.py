@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 _RUNNING: set[ManagedProcess] = set()
 
@@ -56,7 +57,7 @@ class ManagedProcess:
 
     # -- lifecycle ---------------------------------------------------------------
 
-    def start(self) -> ManagedProcess:
+    def start(self) -> Self:
         """Launch the process in a new session (hence its own process group)."""
         if self.running:
             raise RuntimeError(f"{self.name} is already running (pid {self.pid})")
@@ -110,7 +111,7 @@ class ManagedProcess:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, sig)
 
-    def __enter__(self) -> ManagedProcess:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(
@@ -141,7 +142,9 @@ class ManagedProcess:
             return ""
         return "\n".join(text.splitlines()[-lines:])
 
-    def wait_until(self, ready: Callable[[], bool], timeout: float = 20.0, what: str = "ready") -> float:
+    def wait_until(
+        self, ready: Callable[[], bool], timeout: float = 20.0, what: str = "ready"
+    ) -> float:
         """Poll ``ready()`` until true; return the seconds waited.
 
         Raises
@@ -160,7 +163,9 @@ class ManagedProcess:
             if ready():
                 return time.monotonic() - started
             if time.monotonic() - started > timeout:
-                raise RuntimeError(f"{self.name} not {what} after {timeout:.0f} s:\n{self.log_tail()}")
+                raise RuntimeError(
+                    f"{self.name} not {what} after {timeout:.0f} s:\n{self.log_tail()}"
+                )
             time.sleep(0.05)
 
 

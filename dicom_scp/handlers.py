@@ -1,0 +1,431 @@
+"""The DIMSE service handlers: one thin function per service, delegating to pacs_lite.
+
+In the style of pynetdicom's ``apps/qrscp``: each handler is bound to one ``evt.EVT_*``
+event, catches everything (a dataset problem is a failure status with an
+ErrorComment, never an abort), and does its work through the archive's ingest,
+catalog and retrieval services.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import socket
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from pydicom.dataset import Dataset
+from pynetdicom import evt
+from pynetdicom.association import Association
+from pynetdicom.presentation import PresentationContext, build_context
+
+from pacs_lite import dicomfile
+from pacs_lite.catalog import CatalogUnavailable, QueryError, StoredInstance
+from pacs_lite.retrieval import RetrievalError
+
+from .query import IDENTIFIER_MISMATCH, IdentifierError, build_response, iter_matches, parse_query, retrieve_instances
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pacs_lite.archive import Archive
+    from pacs_lite.config import Config
+
+    from .commitment import CommitmentService
+
+log = logging.getLogger("dicom_scp")
+
+SUCCESS = 0x0000
+PENDING = 0xFF00
+CANCEL = 0xFE00
+OUT_OF_RESOURCES = 0xA700
+UNABLE_TO_PROCESS = 0xC000
+MOVE_DESTINATION_UNKNOWN = 0xA801
+NOT_AUTHORISED = 0x0124
+NO_SUCH_ACTION = 0x0123
+PROCESSING_FAILURE = 0x0110
+INVALID_ARGUMENT = 0x0115
+
+EXPLICIT_LE = dicomfile.EXPLICIT_LE
+IMPLICIT_LE = dicomfile.IMPLICIT_LE
+UNCOMPRESSED = (EXPLICIT_LE, IMPLICIT_LE)
+VERIFICATION = "1.2.840.10008.1.1"
+MAX_CONTEXTS = 128
+MAX_COMMITMENT_REFERENCES = 50_000
+
+
+def status(code: int, comment: str = "") -> Dataset:
+    """A status dataset with an ErrorComment (at most 64 printable ASCII characters)."""
+    ds = Dataset()
+    ds.Status = code
+    if comment:
+        ds.ErrorComment = safe_text(comment, 64)
+    return ds
+
+
+def safe_text(text: str, limit: int) -> str:
+    """``text`` reduced to printable ASCII without backslashes, cut to ``limit`` characters."""
+    cleaned = "".join(c if " " <= c <= "~" and c != "\\" else "?" for c in str(text))
+    return cleaned[:limit]
+
+
+# -- bookkeeping -------------------------------------------------------------------------------
+
+
+@dataclass
+class AssociationStats:
+    """What one association did, for its log line."""
+
+    stored: int = 0
+    failed: int = 0
+    operations: dict[str, int] = field(default_factory=dict)
+
+
+class AssociationLog:
+    """One log line per association: calling AE, peer address, outcome, counts, duration."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._stats: dict[Association, AssociationStats] = {}
+
+    def started(self, assoc: Association) -> None:
+        with self._lock:
+            self._stats[assoc] = AssociationStats()
+
+    def get(self, assoc: Association) -> AssociationStats:
+        with self._lock:
+            return self._stats.setdefault(assoc, AssociationStats())
+
+    def count(self, assoc: Association, operation: str) -> None:
+        stats = self.get(assoc)
+        stats.operations[operation] = stats.operations.get(operation, 0) + 1
+
+    def finished(self, assoc: Association, duration: float) -> None:
+        with self._lock:
+            stats = self._stats.pop(assoc, AssociationStats())
+        if assoc.is_released:
+            outcome = "released"
+        elif assoc.is_rejected:
+            outcome = "rejected"
+        elif assoc.is_aborted:
+            outcome = "aborted"
+        else:
+            outcome = "closed"
+        ops = ", ".join(f"{k} {v}" for k, v in sorted(stats.operations.items())) or "no operations"
+        log.info("association from %s at %s %s after %.2f s: %d stored, %d failed; %s",
+                 calling_ae(assoc), peer_address(assoc), outcome, duration, stats.stored, stats.failed, ops)
+
+
+def calling_ae(assoc: Association) -> str:
+    """The calling AE title of an association request, safe to log."""
+    primitive = assoc.requestor.primitive
+    title = getattr(primitive, "calling_ae_title", None) if primitive is not None else None
+    return safe_text(str(title or "").strip(), 16) or "?"
+
+
+def peer_address(assoc: Association) -> str:
+    try:
+        return str(assoc.requestor.address)
+    except Exception:  # noqa: BLE001
+        return "?"
+
+
+@functools.lru_cache(maxsize=256)
+def _addresses(host: str) -> frozenset[str]:
+    try:
+        return frozenset(str(info[4][0]) for info in socket.getaddrinfo(host, None))
+    except OSError:
+        return frozenset()
+
+
+def host_matches(configured: str, address: str) -> bool:
+    """Whether the peer ``address`` is the configured host (an IP address or a name)."""
+    return configured == address or address in _addresses(configured)
+
+
+# -- the services --------------------------------------------------------------------------------
+
+
+class DimseServices:
+    """The handlers of one :class:`~dicom_scp.DicomServer`.
+
+    Parameters
+    ----------
+    archive
+        Where instances are ingested, found and read.
+    config
+        Peers, AE title, access policy.
+    associations
+        Per-association counters for the log line.
+    commitment
+        Queue for storage commitment requests.
+    """
+
+    def __init__(self, archive: Archive, config: Config, associations: AssociationLog,
+                 commitment: CommitmentService) -> None:
+        self.archive = archive
+        self.config = config
+        self.ae_title = config["dicom"]["ae_title"]
+        self.max_pdu = config["dicom"]["max_pdu_length"]
+        self.associations = associations
+        self.commitment = commitment
+
+    def handlers(self) -> list[tuple[Any, Any]]:
+        """``(event, handler)`` pairs for pynetdicom."""
+        return [
+            (evt.EVT_REQUESTED, self.on_requested),
+            (evt.EVT_C_ECHO, self.on_echo),
+            (evt.EVT_C_STORE, self.on_store),
+            (evt.EVT_C_FIND, self.on_find),
+            (evt.EVT_C_GET, self.on_get),
+            (evt.EVT_C_MOVE, self.on_move),
+            (evt.EVT_N_ACTION, self.on_n_action),
+        ]
+
+    # -- access ----------------------------------------------------------------------------
+
+    def on_requested(self, event: evt.Event) -> None:
+        """A-ASSOCIATE-RQ received: unless anyone may call, only known peers (AE title and host)."""
+        assoc = event.assoc
+        if self.config.any_caller_allowed():
+            return
+        title = str(getattr(assoc.requestor.primitive, "calling_ae_title", "") or "").strip()
+        address = peer_address(assoc)
+        if any(p.ae_title == title and host_matches(p.host, address) for p in self.config.peers):
+            return
+        log.warning("association rejected: calling AE %r at %s is not a configured peer",
+                    safe_text(title, 16), address)
+        assoc.acse.send_reject(0x01, 0x01, 0x03)  # rejected-permanent, service-user, calling AE not recognised
+        assoc.kill()  # waits until the A-ASSOCIATE-RJ is out and the connection closed
+
+    # -- verification and storage -------------------------------------------------------------
+
+    def on_echo(self, event: evt.Event) -> int:
+        self.associations.count(event.assoc, "C-ECHO")
+        return SUCCESS
+
+    def on_store(self, event: evt.Event) -> int | Dataset:
+        """Ingest the dataset bytes as received (never decoded here) and report the outcome."""
+        stats = self.associations.get(event.assoc)
+        self.associations.count(event.assoc, "C-STORE")
+        try:
+            req = event.request
+            view = req.DataSet.getbuffer()
+            try:
+                result = self.archive.ingest.ingest_dataset(
+                    view, str(event.context.transfer_syntax),
+                    sop_class_uid=_text_or_none(req.AffectedSOPClassUID),
+                    sop_instance_uid=_text_or_none(req.AffectedSOPInstanceUID),
+                    source=calling_ae(event.assoc),
+                )
+            finally:
+                try:
+                    view.release()
+                except BufferError:
+                    pass
+        except Exception as exc:  # noqa: BLE001 - never abort on a dataset problem
+            log.error("C-STORE failed unexpectedly: %s", type(exc).__name__)
+            stats.failed += 1
+            return status(OUT_OF_RESOURCES, "internal error while storing; retry later")
+        if result.ok:
+            stats.stored += 1
+            return SUCCESS
+        stats.failed += 1
+        return status(result.dicom_status, result.reason or result.status)
+
+    # -- query -------------------------------------------------------------------------------
+
+    def on_find(self, event: evt.Event) -> Iterator[tuple[int | Dataset, Dataset | None]]:
+        """Pending responses for each match; C-CANCEL is honoured between them."""
+        self.associations.count(event.assoc, "C-FIND")
+        try:
+            query = parse_query(event.identifier, str(event.request.AffectedSOPClassUID))
+        except IdentifierError as exc:
+            yield status(exc.status, exc.comment), None
+            return
+        except Exception:  # noqa: BLE001 - an identifier pydicom cannot decode
+            yield status(UNABLE_TO_PROCESS, "cannot decode the query identifier"), None
+            return
+        try:
+            for row, metadata in iter_matches(self.archive.catalog, query):
+                if event.is_cancelled:
+                    yield CANCEL, None
+                    return
+                yield PENDING, build_response(query, row, metadata, self.ae_title)
+        except QueryError as exc:
+            yield status(IDENTIFIER_MISMATCH, str(exc)), None
+            return
+        except CatalogUnavailable:
+            yield status(OUT_OF_RESOURCES, "index unavailable; retry later"), None
+            return
+        except Exception as exc:  # noqa: BLE001
+            log.error("C-FIND failed unexpectedly: %s", type(exc).__name__)
+            yield status(UNABLE_TO_PROCESS, "internal error while searching"), None
+            return
+        yield SUCCESS, None
+
+    # -- retrieve ----------------------------------------------------------------------------
+
+    def on_get(self, event: evt.Event) -> Iterator[Any]:
+        """C-STORE sub-operations on this association, in a syntax the requestor accepted."""
+        self.associations.count(event.assoc, "C-GET")
+        try:
+            instances = retrieve_instances(self.archive.catalog, event.identifier, str(event.request.AffectedSOPClassUID))
+        except Exception as exc:  # noqa: BLE001
+            yield 1
+            yield _retrieve_failure(exc), None
+            return
+        yield len(instances)
+        for inst in instances:
+            if event.is_cancelled:
+                yield CANCEL, None
+                return
+            yield PENDING, self._prepare(inst, accepted_syntaxes(event.assoc, inst.sop_class_uid))
+
+    def on_move(self, event: evt.Event) -> Iterator[Any]:
+        """C-STORE sub-operations on a new association to a configured peer."""
+        self.associations.count(event.assoc, "C-MOVE")
+        destination = str(event.move_destination or "").strip()
+        peer = self.config.find_peer(destination)
+        if peer is None:
+            log.warning("C-MOVE to unknown destination %r refused", safe_text(destination, 16))
+            yield None, None  # pynetdicom answers 0xA801 (move destination unknown)
+            return
+        try:
+            instances = retrieve_instances(self.archive.catalog, event.identifier, str(event.request.AffectedSOPClassUID))
+            error = None
+        except Exception as exc:  # noqa: BLE001
+            instances, error = [], exc
+        accepted_by: dict[str, Association] = {}
+
+        def remember(sub: evt.Event) -> None:
+            accepted_by["assoc"] = sub.assoc
+
+        contexts = move_contexts(instances) if instances else [build_context(VERIFICATION)]
+        yield peer.host, peer.port, {"contexts": contexts, "max_pdu": self.max_pdu,
+                                     "evt_handlers": [(evt.EVT_ACCEPTED, remember)]}
+        if error is not None:
+            yield 1
+            yield _retrieve_failure(error), None
+            return
+        yield len(instances)
+        sub = accepted_by.get("assoc")
+        for inst in instances:
+            if event.is_cancelled:
+                yield CANCEL, None
+                return
+            accepted = accepted_syntaxes(sub, inst.sop_class_uid) if sub is not None else []
+            yield PENDING, self._prepare(inst, accepted)
+
+    def _prepare(self, inst: StoredInstance, accepted: Sequence[str]) -> Dataset:
+        """The instance as a dataset in one of ``accepted``, or a marker pynetdicom counts as failed.
+
+        pynetdicom's sub-operation loop counts a yielded dataset whose C-STORE cannot be
+        sent as a failed sub-operation and lists its SOP Instance UID in the final
+        response's Failed SOP Instance UID List; a dataset without a SOP Class UID is
+        such a dataset.
+        """
+        failed = Dataset()
+        failed.SOPInstanceUID = inst.sop_instance_uid
+        if not accepted:
+            log.info("retrieve: the peer accepted no presentation context for SOP class %s", inst.sop_class_uid)
+            return failed
+        try:
+            delivered = self.archive.retrieval.deliver(inst, list(accepted))
+            return dicomfile.read_part10(delivered.data)
+        except RetrievalError as exc:
+            log.warning("retrieve: instance cannot be delivered (%s): %s", exc.kind, exc)
+        except Exception as exc:  # noqa: BLE001
+            log.error("retrieve: unexpected error preparing an instance: %s", type(exc).__name__)
+        return failed
+
+    # -- storage commitment ---------------------------------------------------------------------
+
+    def on_n_action(self, event: evt.Event) -> tuple[int | Dataset, Dataset | None]:
+        """Storage Commitment request: check the caller, queue the request, answer at once.
+
+        The N-EVENT-REPORT follows on a new association from the job runner, so that a
+        restart in between still delivers it.
+        """
+        self.associations.count(event.assoc, "N-ACTION")
+        try:
+            if event.request.ActionTypeID != 1:
+                return status(NO_SUCH_ACTION, "only action type 1 (request commitment)"), None
+            caller = str(getattr(event.assoc.requestor.primitive, "calling_ae_title", "") or "").strip()
+            address = peer_address(event.assoc)
+            if not any(p.ae_title == caller and host_matches(p.host, address) for p in self.config.peers):
+                return status(NOT_AUTHORISED, "storage commitment needs a configured peer"), None
+            info = event.action_information
+            transaction = str(info.get("TransactionUID", "") or "").strip()
+            if not transaction or len(transaction) > 64:
+                return status(INVALID_ARGUMENT, "Transaction UID missing or invalid"), None
+            refs = []
+            for item in info.get("ReferencedSOPSequence", None) or []:
+                refs.append((str(item.get("ReferencedSOPClassUID", "") or "").strip(),
+                             str(item.get("ReferencedSOPInstanceUID", "") or "").strip()))
+            if not refs or len(refs) > MAX_COMMITMENT_REFERENCES:
+                return status(INVALID_ARGUMENT, "Referenced SOP Sequence empty or too long"), None
+            self.commitment.enqueue(caller, transaction, refs)
+        except CatalogUnavailable:
+            return status(PROCESSING_FAILURE, "index unavailable; retry later"), None
+        except Exception as exc:  # noqa: BLE001
+            log.error("N-ACTION failed unexpectedly: %s", type(exc).__name__)
+            return status(PROCESSING_FAILURE, "cannot process the commitment request"), None
+        return SUCCESS, None
+
+
+def _text_or_none(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def _retrieve_failure(exc: BaseException) -> Dataset:
+    if isinstance(exc, IdentifierError):
+        return status(exc.status, exc.comment)
+    if isinstance(exc, QueryError):
+        return status(IDENTIFIER_MISMATCH, str(exc))
+    if isinstance(exc, CatalogUnavailable):
+        return status(OUT_OF_RESOURCES, "index unavailable; retry later")
+    log.error("retrieve failed unexpectedly: %s", type(exc).__name__)
+    return status(UNABLE_TO_PROCESS, "cannot process the retrieve identifier")
+
+
+def accepted_syntaxes(assoc: Association, sop_class_uid: str) -> list[str]:
+    """Transfer syntaxes accepted on ``assoc`` for sending ``sop_class_uid`` (uncompressed first)."""
+    found = [str(cx.transfer_syntax[0]) for cx in assoc.accepted_contexts
+             if cx.abstract_syntax == sop_class_uid and cx.as_scu]
+    ordered = [ts for ts in UNCOMPRESSED if ts in found]
+    return ordered + [ts for ts in dict.fromkeys(found) if ts not in ordered]
+
+
+def move_contexts(instances: Sequence[StoredInstance]) -> list[PresentationContext]:
+    """Presentation contexts to propose for sending ``instances`` (at most 128).
+
+    For each SOP class: one context per stored transfer syntax that is not
+    uncompressed (to send those objects as they are), then one offering Explicit and
+    Implicit VR Little Endian. When that is more than 128, the as-stored contexts go
+    first (those instances are then transcoded).
+    """
+    by_class: dict[str, dict[str, None]] = {}
+    for inst in instances:
+        by_class.setdefault(inst.sop_class_uid, {})[inst.transfer_syntax_uid] = None
+    classes = list(by_class)[:MAX_CONTEXTS]
+    budget = MAX_CONTEXTS - len(classes)
+    contexts: list[PresentationContext] = []
+    for sop_class in classes:
+        for ts in by_class[sop_class]:
+            if ts not in UNCOMPRESSED and budget > 0:
+                contexts.append(build_context(sop_class, [ts]))
+                budget -= 1
+        contexts.append(build_context(sop_class, list(UNCOMPRESSED)))
+    return contexts
+
+
+def wait_for(predicate: Any, timeout: float, interval: float = 0.05) -> bool:
+    """Poll ``predicate()`` until true or ``timeout`` seconds pass; return its last value."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() >= deadline:
+            return bool(predicate())
+        time.sleep(interval)
+    return True

@@ -1,0 +1,195 @@
+"""The DICOM (DIMSE) server of PACS-lite: pynetdicom with hardened transport, thin handlers.
+
+Services: Verification; Storage for every storage SOP class pynetdicom knows, in every
+transfer syntax it knows (the dataset is stored as received, never decoded here);
+Query/Retrieve FIND, GET and MOVE in the Patient Root and Study Root models; Storage
+Commitment Push Model (reports delivered by a durable job queue).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from types import TracebackType
+from typing import TYPE_CHECKING, Self
+
+from pynetdicom import ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, _config
+from pynetdicom.sop_class import (
+    PatientRootQueryRetrieveInformationModelFind,
+    PatientRootQueryRetrieveInformationModelGet,
+    PatientRootQueryRetrieveInformationModelMove,
+    StorageCommitmentPushModel,
+    StudyRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelGet,
+    StudyRootQueryRetrieveInformationModelMove,
+    Verification,
+)
+
+from pacs_lite import dicomfile
+
+from .commitment import CommitmentService
+from .handlers import AssociationLog, DimseServices
+from .transport import GuardedAssociationServer, TransportLimits, TunedApplicationEntity, make_ssl_context
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pacs_lite.archive import Archive
+    from pacs_lite.config import Config
+
+log = logging.getLogger("dicom_scp")
+
+QUERY_RETRIEVE_MODELS = (
+    PatientRootQueryRetrieveInformationModelFind,
+    PatientRootQueryRetrieveInformationModelGet,
+    PatientRootQueryRetrieveInformationModelMove,
+    StudyRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelGet,
+    StudyRootQueryRetrieveInformationModelMove,
+)
+
+
+def quiet_pynetdicom() -> None:
+    """Keep patient data out of the logs: pynetdicom logs query identifiers by default."""
+    _config.LOG_REQUEST_IDENTIFIERS = False
+    _config.LOG_RESPONSE_IDENTIFIERS = False
+    _config.LOG_HANDLER_LEVEL = "none"
+
+
+class DicomServer:
+    """The archive's DIMSE service provider.
+
+    Parameters
+    ----------
+    archive
+        Catalog, ingest and retrieval to serve.
+    config
+        ``[dicom]`` settings (AE title, host, port, limits, timeouts, TLS, peers).
+    commitment_retry_base
+        Seconds before the first retry of an undelivered commitment report (doubling).
+    job_poll_interval
+        Seconds between looks at the job queue when idle.
+    max_connections
+        Connections served at once (default: 4 x ``max_associations`` + 32); more are closed on accept.
+
+    Examples
+    --------
+    >>> server = DicomServer(archive, config)
+    >>> server.start()          # returns once listening; server.port is the real port
+    >>> server.shutdown()       # stops accepting, lets open associations finish
+    """
+
+    def __init__(self, archive: Archive, config: Config, *, commitment_retry_base: float = 5.0,
+                 job_poll_interval: float = 2.0, max_connections: int | None = None) -> None:
+        self.archive = archive
+        self.config = config
+        dicom = config["dicom"]
+        self.ae_title: str = dicom["ae_title"]
+        self.host: str = dicom["host"]
+        self._requested_port: int = dicom["port"]
+        self.max_connections = max_connections or 4 * dicom["max_associations"] + 32
+        self.associations = AssociationLog()
+        self.ae = self._make_ae()
+        self.commitment = CommitmentService(archive, config, self.ae, retry_base=commitment_retry_base,
+                                            poll_interval=job_poll_interval)
+        self.services = DimseServices(archive, config, self.associations, self.commitment)
+        self._server: GuardedAssociationServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- set-up ----------------------------------------------------------------------------------
+
+    def _make_ae(self) -> TunedApplicationEntity:
+        dicom = self.config["dicom"]
+        ae = TunedApplicationEntity(self.ae_title)
+        ae.maximum_pdu_size = dicom["max_pdu_length"]
+        ae.maximum_associations = dicom["max_associations"]
+        ae.acse_timeout = dicom["acse_timeout"]
+        ae.dimse_timeout = dicom["dimse_timeout"]
+        ae.network_timeout = dicom["network_timeout"]
+        ae.connection_timeout = dicom["acse_timeout"]
+        ae.require_called_aet = True
+        ae.implementation_class_uid = dicomfile.IMPLEMENTATION_CLASS_UID
+        ae.implementation_version_name = dicomfile.IMPLEMENTATION_VERSION
+        ae.transport_limits = TransportLimits(
+            max_pdu_length=dicom["max_pdu_length"],
+            max_message_bytes=self.config["ingest"]["max_object_bytes"],
+            acse_timeout=float(dicom["acse_timeout"]),
+            network_timeout=float(dicom["network_timeout"]),
+        )
+        ae.add_supported_context(Verification)
+        for cx in AllStoragePresentationContexts:
+            # both roles: storage SCUs, and C-GET requestors that act as the storage SCP
+            ae.add_supported_context(cx.abstract_syntax, ALL_TRANSFER_SYNTAXES, scu_role=True, scp_role=True)
+        for model in QUERY_RETRIEVE_MODELS:
+            ae.add_supported_context(model)
+        ae.add_supported_context(StorageCommitmentPushModel)
+        return ae
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Bind and listen (port 0 picks a free port), start serving and the job runner; return at once."""
+        if self._server is not None:
+            raise RuntimeError("the DICOM server is already running")
+        quiet_pynetdicom()
+        dicom = self.config["dicom"]
+        ssl_context = None
+        if dicom["tls_cert"]:
+            ssl_context = make_ssl_context(dicom["tls_cert"], dicom["tls_key"], dicom["tls_ca"])
+        server = self.ae.make_server(
+            (self.host, self._requested_port), ae_title=self.ae_title, ssl_context=ssl_context,
+            evt_handlers=self.services.handlers(), server_class=GuardedAssociationServer,
+            limits=self.ae.transport_limits, max_connections=self.max_connections,
+            on_started=self.associations.started, on_finished=self.associations.finished,
+        )
+        self.ae._servers.append(server)
+        self._server = server
+        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2},
+                                        name=f"dicom-scp-accept-{self.port}", daemon=True)
+        self._thread.start()
+        self.commitment.start()
+        log.info("DICOM server %s listening on %s:%d%s", self.ae_title, self.host, self.port,
+                 " (TLS)" if ssl_context else "")
+
+    @property
+    def port(self) -> int:
+        """The port actually listened on."""
+        if self._server is None:
+            raise RuntimeError("the DICOM server is not running")
+        return int(self._server.server_address[1])
+
+    @property
+    def running(self) -> bool:
+        return self._server is not None
+
+    @property
+    def active_associations(self) -> int:
+        """Associations in progress."""
+        return len(self._server.active_associations) if self._server is not None else 0
+
+    def shutdown(self, timeout: float = 30.0) -> None:
+        """Stop accepting, let open associations finish for up to ``timeout`` s, abort the rest."""
+        server = self._server
+        if server is None:
+            return
+        server.closing = True
+        self.commitment.stop(timeout)
+        server.shutdown()  # stops the accept loop, closes the listening socket
+        deadline = time.monotonic() + timeout
+        while server.active_associations and time.monotonic() < deadline:
+            time.sleep(0.05)
+        for assoc in server.active_associations:
+            log.warning("aborting association from %s at shutdown", assoc.requestor.address)
+            assoc.abort()
+        if self._thread is not None:
+            self._thread.join(5)
+        self._server = None
+        self._thread = None
+        log.info("DICOM server %s stopped", self.ae_title)
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.shutdown()

@@ -1,0 +1,457 @@
+"""Transport hardening for pynetdicom 3.0.4: PDU size guard, socket tuning, TLS off the accept thread.
+
+pynetdicom's DUL reads a PDU as ``recv(6)`` (type, reserved byte, 32-bit length) and then
+``recv(length)``, buffering whatever length the peer claims before anything checks it,
+so a peer claiming a 4 GiB PDU makes the server try to hold 4 GiB. Here:
+
+* :class:`GuardedSocket` (an :class:`~pynetdicom.transport.AssociationSocket`) checks
+  every PDU header it hands to the DUL against :class:`TransportLimits`: a P-DATA-TF may
+  not exceed the maximum PDU length we advertised (plus a little slack for peers that
+  count the PDV header), other PDUs 64 KiB, and the dataset bytes of one DIMSE message
+  may not exceed ``max_message_bytes``. On a violation it sends an A-ABORT (source
+  service-provider, reason invalid-PDU-parameter), closes the connection and hands the
+  DUL an empty read, which it treats as a closed transport. The body is read with
+  ``recv_into`` into one buffer of the (checked) size instead of 4 KiB appends.
+* :class:`GuardedRequestHandler` reads the first PDU header itself, before pynetdicom
+  creates an association (and its threads): anything but an A-ASSOCIATE-RQ of sane
+  size is refused at once. It also finishes the TLS handshake with a timeout in the
+  connection's own thread (pynetdicom does it in the accept loop, where one silent
+  client would stall every other), and runs the association to its end so that the
+  number of connections can be capped and one log line written per association.
+* Every socket gets ``TCP_NODELAY``, and ``TCP_QUICKACK`` is re-armed after each
+  ``recv`` (Linux clears it), so a sender using Nagle's algorithm (dcmtk ``storescu``
+  without ``TCP_NODELAY=1``) is not stalled by our delayed ACKs, about 40 ms per
+  instance otherwise.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import ssl
+import struct
+import threading
+import time
+from collections.abc import Callable
+from copy import deepcopy
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, cast
+
+from pynetdicom import evt
+from pynetdicom._globals import MODE_ACCEPTOR
+from pynetdicom.ae import ApplicationEntity
+from pynetdicom.association import Association
+from pynetdicom.transport import (
+    AddressInformation,
+    AssociationSocket,
+    RequestHandler,
+    ThreadedAssociationServer,
+)
+
+log = logging.getLogger("dicom_scp.transport")
+
+PDU_HEADER_LENGTH = 6
+A_ASSOCIATE_RQ = 0x01
+P_DATA_TF = 0x04
+KNOWN_PDU_TYPES = frozenset(range(0x01, 0x08))
+#: Allowance over the advertised maximum PDU length (peers that count the PDV header).
+PDU_SLACK = 64
+#: Largest A-ASSOCIATE-RQ/AC/RJ, A-RELEASE or A-ABORT PDU we accept.
+MAX_CONTROL_PDU = 64 * 1024
+#: Allowance over ``max_message_bytes`` (command sets, PDV headers).
+MESSAGE_SLACK = 1024 * 1024
+
+_TCP_QUICKACK = getattr(socket, "TCP_QUICKACK", None)
+
+
+@dataclass(frozen=True)
+class TransportLimits:
+    """What one connection may send us, and how long it may keep us waiting.
+
+    Parameters
+    ----------
+    max_pdu_length
+        The maximum PDU length we advertise (variable field of a P-DATA-TF).
+    max_message_bytes
+        The most dataset bytes one DIMSE message may carry.
+    acse_timeout
+        Seconds to wait for the TLS handshake and the A-ASSOCIATE-RQ.
+    network_timeout
+        Seconds a blocked read or write may take once associated.
+    max_control_pdu
+        The largest PDU of any other type.
+    """
+
+    max_pdu_length: int
+    max_message_bytes: int
+    acse_timeout: float
+    network_timeout: float
+    max_control_pdu: int = MAX_CONTROL_PDU
+
+    def pdu_limit(self, pdu_type: int) -> int:
+        """The largest length field we accept for a PDU of ``pdu_type``."""
+        if pdu_type == P_DATA_TF:
+            return (self.max_pdu_length or MAX_CONTROL_PDU) + PDU_SLACK
+        return self.max_control_pdu
+
+
+def check_pdu_header(header: bytes | bytearray, limits: TransportLimits, *, first: bool = False,
+                     message_bytes: int = 0) -> str | None:
+    """Why the PDU announced by ``header`` must be refused, or ``None`` if it may be read.
+
+    Parameters
+    ----------
+    header
+        The six header bytes.
+    first
+        Whether this is the first PDU on an accepted connection (must be an A-ASSOCIATE-RQ).
+    message_bytes
+        Dataset bytes of the DIMSE message in progress, received so far.
+    """
+    pdu_type, _, length = struct.unpack(">BBL", bytes(header))
+    if first and pdu_type != A_ASSOCIATE_RQ:
+        return f"first PDU is of type 0x{pdu_type:02X}, not an A-ASSOCIATE-RQ"
+    if pdu_type not in KNOWN_PDU_TYPES:
+        return None  # pynetdicom answers an unknown PDU type with an A-ABORT itself
+    limit = limits.pdu_limit(pdu_type)
+    if length > limit:
+        return f"PDU of type 0x{pdu_type:02X} claims {length} bytes (limit {limit})"
+    if pdu_type == P_DATA_TF and message_bytes + length > limits.max_message_bytes + MESSAGE_SLACK:
+        return f"DIMSE message exceeds {limits.max_message_bytes} bytes"
+    return None
+
+
+def abort_pdu(reason: int = 0x06) -> bytes:
+    """An A-ABORT PDU from the service provider (reason 6: invalid PDU parameter value)."""
+    return struct.pack(">BBLBBBB", 0x07, 0, 4, 0, 0, 0x02, reason)
+
+
+def tune_socket(sock: socket.socket) -> None:
+    """Disable Nagle's algorithm and ask for immediate ACKs on a connected TCP socket."""
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        quickack(sock)
+    except OSError:
+        pass  # not TCP (tests may hand us a socketpair) or already closed
+
+
+def quickack(sock: socket.socket) -> None:
+    """Re-arm ``TCP_QUICKACK`` (Linux clears it after some ACKs); a no-op elsewhere."""
+    if _TCP_QUICKACK is not None:
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, _TCP_QUICKACK, 1)
+        except OSError:
+            pass
+
+
+def recv_exact(sock: socket.socket, nr_bytes: int) -> bytearray:
+    """Read ``nr_bytes`` (fewer only if the peer closed); re-arms ``TCP_QUICKACK`` after each read."""
+    buf = bytearray(nr_bytes)
+    got = 0
+    with memoryview(buf) as view:
+        while got < nr_bytes:
+            n = sock.recv_into(view[got:], nr_bytes - got)
+            if n == 0:
+                break
+            got += n
+            quickack(sock)
+    if got < nr_bytes:
+        del buf[got:]
+    return buf
+
+
+def _pdv_data_bytes(body: bytes | bytearray, pending: int) -> int:
+    """Dataset bytes of the DIMSE message in progress after the P-DATA-TF ``body``.
+
+    Each PDV item is: item length (4), presentation context ID (1), message control
+    header (1: bit 0 command, bit 1 last fragment), fragment.
+    """
+    pos, end = 0, len(body)
+    while pos + 6 <= end:
+        (item_length,) = struct.unpack_from(">L", body, pos)
+        control = body[pos + 5]
+        if not control & 0x01:  # a data set fragment
+            pending = 0 if control & 0x02 else pending + max(0, item_length - 2)
+        pos += 4 + item_length
+    return pending
+
+
+class GuardedSocket(AssociationSocket):
+    """An :class:`AssociationSocket` that refuses oversized PDUs before reading them.
+
+    Parameters
+    ----------
+    assoc, client_socket, address
+        As for :class:`~pynetdicom.transport.AssociationSocket`.
+    limits
+        What the peer may send.
+    pushback
+        Bytes already read from ``client_socket`` (the first PDU header), served first.
+    """
+
+    def __init__(self, assoc: Association, client_socket: socket.socket | None = None,
+                 address: AddressInformation | None = None, *, limits: TransportLimits,
+                 pushback: bytes | bytearray = b"") -> None:
+        super().__init__(assoc, client_socket, address)
+        self.limits = limits
+        self.violation: str | None = None
+        self._pushback = bytearray(pushback)
+        self._body_expected: int | None = None
+        self._body_type = 0
+        self._message_bytes = 0
+        if client_socket is not None:
+            tune_socket(client_socket)
+
+    def connect(self, primitive: Any) -> None:
+        """Connect as association requestor, then tune the socket."""
+        super().connect(primitive)
+        if self.socket is not None and self._is_connected:
+            tune_socket(self.socket)
+
+    @property
+    def ready(self) -> bool:
+        """Whether data can be read now (including bytes read ahead by the request handler)."""
+        if self._pushback and self.socket is not None and self._is_connected:
+            return True
+        return bool(AssociationSocket.ready.fget(self))  # type: ignore[attr-defined]
+
+    def recv(self, nr_bytes: int) -> bytearray:
+        """Read a PDU header (checked against the limits) or the body it announced."""
+        if self.socket is None or not self._is_connected:
+            return bytearray()
+        if self._body_expected is not None and nr_bytes == self._body_expected:
+            self._body_expected = None
+            body = self._read(nr_bytes)
+            if self._body_type == P_DATA_TF and len(body) == nr_bytes:
+                self._message_bytes = _pdv_data_bytes(body, self._message_bytes)
+            return body
+        data = self._read(nr_bytes)
+        if nr_bytes == PDU_HEADER_LENGTH and len(data) == PDU_HEADER_LENGTH:
+            reason = check_pdu_header(data, self.limits, message_bytes=self._message_bytes)
+            if reason is not None:
+                self.refuse(reason)
+                return bytearray()
+            self._body_type = data[0]
+            self._body_expected = struct.unpack_from(">L", data, 2)[0]
+        return data
+
+    def _read(self, nr_bytes: int) -> bytearray:
+        head = b""
+        if self._pushback:
+            head = bytes(self._pushback[:nr_bytes])
+            del self._pushback[:nr_bytes]
+            if len(head) == nr_bytes:
+                return bytearray(head)
+        try:
+            rest = recv_exact(cast(socket.socket, self.socket), nr_bytes - len(head))
+        except (OSError, ValueError) as exc:  # timeout, reset, TLS error, closed
+            log.info("connection to %s lost: %s", self._peer_ip(), type(exc).__name__)
+            self._drop()
+            return bytearray(head)
+        if len(head) + len(rest) < nr_bytes:
+            self._drop()
+        return bytearray(head) + rest if head else rest
+
+    def refuse(self, reason: str) -> None:
+        """Send an A-ABORT and close the connection (the DUL then sees a closed transport)."""
+        self.violation = reason
+        log.warning("aborting connection with %s: %s", self._peer_ip(), reason)
+        sock = self.socket
+        if sock is not None:
+            try:
+                sock.settimeout(1.0)
+                sock.sendall(abort_pdu())
+            except (OSError, ValueError):
+                pass
+        self._drop()
+
+    def _drop(self) -> None:
+        """Close the socket without queueing a transport event (the DUL's empty read does)."""
+        self._shutdown_socket()
+        self._is_connected = False
+
+    def _peer_ip(self) -> str:
+        try:
+            return str(self.assoc.requestor.address if self.assoc.is_acceptor else self.assoc.acceptor.address)
+        except Exception:  # noqa: BLE001 - logging must not fail
+            return "?"
+
+
+class TunedApplicationEntity(ApplicationEntity):
+    """An AE whose outgoing associations (C-MOVE, N-EVENT-REPORT) use :class:`GuardedSocket`."""
+
+    transport_limits: TransportLimits | None = None
+
+    def _create_socket(self, assoc: Association, address: AddressInformation,
+                       tls_args: tuple[ssl.SSLContext, str] | None) -> AssociationSocket:
+        limits = self.transport_limits or TransportLimits(
+            self.maximum_pdu_size, 4 * 1024**3, float(self.acse_timeout or 30), float(self.network_timeout or 60))
+        sock = GuardedSocket(assoc, address=address, limits=limits)
+        sock.tls_args = tls_args
+        return sock
+
+
+class GuardedRequestHandler(RequestHandler):
+    """Accepts one connection: TLS handshake, first-PDU check, then the association to its end."""
+
+    server: GuardedAssociationServer
+
+    def handle(self) -> None:
+        srv = self.server
+        sock = cast(socket.socket, self.request)
+        peer = str(self.client_address[0])
+        limits = srv.limits
+        tune_socket(sock)
+        sock.settimeout(limits.acse_timeout)
+        if isinstance(sock, ssl.SSLSocket):
+            try:
+                sock.do_handshake()
+            except (ssl.SSLError, OSError) as exc:
+                log.warning("TLS handshake with %s failed: %s", peer, _tls_reason(exc))
+                return
+        try:
+            header = recv_exact(sock, PDU_HEADER_LENGTH)
+        except (OSError, ValueError):
+            header = bytearray()
+        if len(header) < PDU_HEADER_LENGTH:
+            log.info("connection from %s closed or timed out before an association request", peer)
+            return
+        reason = check_pdu_header(header, limits, first=True)
+        if reason is not None:
+            log.warning("refusing connection from %s: %s", peer, reason)
+            try:
+                sock.settimeout(1.0)
+                sock.sendall(abort_pdu())
+            except (OSError, ValueError):
+                pass
+            return
+        if srv.closing:
+            return
+        sock.settimeout(limits.network_timeout)
+        started = time.monotonic()
+        assoc = self._create_guarded_association(header)
+        srv.association_started(assoc)
+        try:
+            evt.trigger(assoc, evt.EVT_CONN_OPEN, {"address": self.client_address})
+            assoc.start()
+            assoc.join()
+        finally:
+            srv.association_finished(assoc, time.monotonic() - started)
+
+    def _create_guarded_association(self, header: bytes | bytearray) -> Association:
+        """pynetdicom's ``RequestHandler._create_association`` with a :class:`GuardedSocket`."""
+        assoc = Association(self.ae, MODE_ACCEPTOR)
+        assoc._server = self.server
+        assoc.name = f"AcceptorThread@{datetime.now():%Y%m%d%H%M%S}"
+        sock = GuardedSocket(assoc, client_socket=self.request, limits=self.server.limits, pushback=header)
+        assoc.set_socket(sock)
+        assoc.acceptor.maximum_length = self.ae.maximum_pdu_size
+        assoc.acceptor.ae_title = self.server.ae_title
+        assoc.acceptor.address_info = self.local
+        assoc.acceptor.implementation_class_uid = self.ae.implementation_class_uid
+        assoc.acceptor.implementation_version_name = self.ae.implementation_version_name
+        assoc.acceptor.supported_contexts = deepcopy(self.server.contexts)
+        assoc.requestor.address_info = self.remote
+        for event, handlers in self.server._handlers.items():
+            if event.is_intervention and handlers:
+                assoc.bind(event, *handlers)
+            elif isinstance(event, evt.NotificationEvent):
+                for handler in cast(list, handlers):
+                    assoc.bind(event, handler[0], handler[1])
+        return assoc
+
+
+def _tls_reason(exc: BaseException) -> str:
+    if isinstance(exc, ssl.SSLError):
+        return exc.reason or type(exc).__name__
+    return type(exc).__name__
+
+
+class GuardedAssociationServer(ThreadedAssociationServer):
+    """pynetdicom's threaded server with a connection cap and :class:`GuardedRequestHandler`.
+
+    Parameters
+    ----------
+    ae, address, ae_title, contexts, ssl_context, evt_handlers
+        As for :class:`~pynetdicom.transport.AssociationServer`.
+    limits
+        Transport limits for every accepted connection.
+    max_connections
+        Connections (handshaking, waiting for the request, or associated) served at once;
+        more are closed on accept.
+    on_started, on_finished
+        Called with each association when it starts, and with it and its duration when it ends.
+    """
+
+    daemon_threads = True
+    block_on_close = False
+
+    def __init__(self, ae: ApplicationEntity, address: tuple[str, int], ae_title: str, contexts: list[Any],
+                 ssl_context: ssl.SSLContext | None = None, evt_handlers: list[Any] | None = None, *,
+                 limits: TransportLimits, max_connections: int,
+                 on_started: Callable[[Association], None] | None = None,
+                 on_finished: Callable[[Association, float], None] | None = None) -> None:
+        self.limits = limits
+        self.closing = False
+        self._slots = threading.BoundedSemaphore(max_connections)
+        self._on_started = on_started
+        self._on_finished = on_finished
+        self._refused_at = 0.0
+        super().__init__(ae, address, ae_title, contexts, ssl_context, evt_handlers=evt_handlers,
+                         request_handler=GuardedRequestHandler)
+
+    def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
+        """Accept; wrap in TLS without handshaking (the connection's thread does that, with a timeout)."""
+        client, address = cast(socket.socket, self.socket).accept()
+        if self.ssl_context:
+            client = self.ssl_context.wrap_socket(client, server_side=True, do_handshake_on_connect=False)
+        return client, address
+
+    def verify_request(self, request: Any, client_address: Any) -> bool:
+        if self.closing:
+            return False
+        if self._slots.acquire(blocking=False):
+            return True
+        now = time.monotonic()
+        if now - self._refused_at > 10:
+            self._refused_at = now
+            log.warning("connection limit reached: closing new connections (from %s and maybe others)",
+                        client_address[0])
+        return False
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            self.finish_request(request, client_address)
+        except Exception:  # noqa: BLE001 - one connection must never take the server down
+            log.exception("error serving a connection from %s", client_address[0])
+        finally:
+            self._slots.release()
+            self.shutdown_request(request)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        log.exception("error serving a connection from %s", client_address[0])
+
+    def association_started(self, assoc: Association) -> None:
+        if self._on_started is not None:
+            self._on_started(assoc)
+
+    def association_finished(self, assoc: Association, duration: float) -> None:
+        if self._on_finished is not None:
+            try:
+                self._on_finished(assoc, duration)
+            except Exception:  # noqa: BLE001
+                log.exception("association bookkeeping failed")
+
+
+def make_ssl_context(cert: str, key: str, ca: str = "") -> ssl.SSLContext:
+    """A server TLS context: TLS 1.2 or newer; client certificates required when ``ca`` is set."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(cert, key)
+    if ca:
+        context.load_verify_locations(ca)
+        context.verify_mode = ssl.CERT_REQUIRED
+    else:
+        context.verify_mode = ssl.CERT_NONE
+    return context

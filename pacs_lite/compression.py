@@ -1,0 +1,236 @@
+"""Lossless compression at rest, off the receiving path.
+
+Ingest acknowledges once the received bytes are durable and queues a ``compress`` job
+in the index. Worker processes (any node; several per node to use every core) claim
+jobs, compress with :func:`storage.codecs.compress` (which decodes the result and
+compares it with the original pixels), write the compressed object under a new key,
+switch the index row to it with a compare-and-swap, and only then delete the original.
+A crash at any point leaves the index pointing at either the original or the verified
+compressed object; the other one is an orphan that the sweeper removes.
+
+Pixel decoding never runs in the server process: only here, in workers with a memory
+limit; a job that crashes or hangs its worker is retried twice, then the instance is
+kept as received with the reason recorded.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import resource
+import signal
+import socket
+import threading
+import time
+from dataclasses import dataclass
+
+from storage import StoreError
+
+from . import dicomfile
+from .archive import Archive
+from .catalog import CatalogUnavailable, StoredInstance
+from .config import Config
+from .faults import crash_point
+from .retrieval import RetrievalError, encode_part10
+
+log = logging.getLogger(__name__)
+
+MAX_ATTEMPTS = 3
+
+
+class JobTimeout(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class CompressionOutcome:
+    state: str  # "compressed", "kept", "skipped", "retry"
+    note: str = ""
+    stored_bytes: int = 0
+    original_bytes: int = 0
+
+
+def compress_instance(archive: Archive, sop_instance_uid: str, target: str) -> CompressionOutcome:
+    """Compress one pending instance to ``target``; see the module docstring for the order of work."""
+    from storage import codecs
+
+    inst = archive.catalog.lookup_instance(sop_instance_uid)
+    if inst is None or inst.compression_state != "pending":
+        return CompressionOutcome("skipped", "not pending")
+    try:
+        data = archive.retrieval.read(inst)
+    except RetrievalError as exc:
+        if exc.kind == "unavailable":
+            return CompressionOutcome("retry", str(exc))
+        archive.catalog.set_compression_state(inst.sop_instance_uid, inst.object_key, "kept", str(exc))
+        return CompressionOutcome("kept", str(exc))
+    ds = dicomfile.read_part10(data)
+    try:
+        out = codecs.compress(ds, target, verify=True)
+    except codecs.VerificationFailed as exc:
+        log.error("compression verification failed; original kept (key %s): %s", inst.object_key, exc)
+        return _keep(archive, inst, f"verification failed: {exc}")
+    except codecs.CodecUnsupported as exc:
+        return _keep(archive, inst, getattr(exc, "reason", "") or str(exc))
+    except codecs.CodecError as exc:
+        return _keep(archive, inst, f"codec error: {exc}")
+    encoded = encode_part10(out, target)
+    if len(encoded) >= len(data):
+        return _keep(archive, inst, "compressed object would not be smaller")
+    import hashlib
+
+    key = dicomfile.new_object_key()
+    try:
+        archive.store.put(key, encoded)
+    except StoreError as exc:
+        return CompressionOutcome("retry", f"storage unavailable: {exc}")
+    crash_point("compress.after_object_write")
+    switched = archive.catalog.replace_object(
+        inst.sop_instance_uid, inst.object_key, object_key=key, object_size=len(encoded),
+        object_sha256=hashlib.sha256(encoded).hexdigest(), transfer_syntax_uid=target,
+        compression_state="compressed", compression_note=f"{len(data)} -> {len(encoded)} bytes",
+    )
+    crash_point("compress.after_index_switch")
+    if not switched:  # the instance changed meanwhile (new revision, deletion)
+        _delete_quietly(archive, key)
+        return CompressionOutcome("skipped", "instance changed during compression")
+    crash_point("compress.before_original_delete")
+    _delete_quietly(archive, inst.object_key)
+    return CompressionOutcome("compressed", "", len(encoded), len(data))
+
+
+def _keep(archive: Archive, inst: StoredInstance, note: str) -> CompressionOutcome:
+    archive.catalog.set_compression_state(inst.sop_instance_uid, inst.object_key, "kept", note)
+    return CompressionOutcome("kept", note)
+
+
+def _delete_quietly(archive: Archive, key: str) -> None:
+    try:
+        archive.store.delete(key)
+    except StoreError as exc:
+        log.warning("could not delete object %s (left for the sweeper): %s", key, exc)
+
+
+def run_one_job(archive: Archive, worker_name: str, timeout: int) -> bool:
+    """Claim and run one compression job; return whether there was one."""
+    claimed = archive.catalog.claim_job(["compress"], worker_name, lease_seconds=timeout * 2 + 30)
+    if claimed is None:
+        return False
+    job_id, _kind, payload, attempts = claimed
+    uid = payload.get("sop_instance_uid", "")
+    target = archive.config.get("compression", "transfer_syntax")
+    if attempts > MAX_ATTEMPTS:
+        inst = archive.catalog.lookup_instance(uid)
+        if inst is not None and inst.compression_state == "pending":
+            _keep(archive, inst, f"compression failed {MAX_ATTEMPTS} times (worker crash or timeout)")
+        archive.catalog.finish_job(job_id, error="too many attempts")
+        return True
+    if target == "none":
+        archive.catalog.finish_job(job_id)
+        return True
+    signal.signal(signal.SIGALRM, _on_alarm)
+    signal.alarm(timeout)
+    try:
+        outcome = compress_instance(archive, uid, target)
+    except JobTimeout:
+        inst = archive.catalog.lookup_instance(uid)
+        if inst is not None:
+            _keep(archive, inst, f"compression timed out after {timeout} s")
+        archive.catalog.finish_job(job_id, error="timed out")
+        return True
+    except MemoryError:
+        inst = archive.catalog.lookup_instance(uid)
+        if inst is not None:
+            _keep(archive, inst, "compression exceeded the worker memory limit")
+        archive.catalog.finish_job(job_id, error="memory limit")
+        return True
+    except CatalogUnavailable as exc:
+        archive.catalog.finish_job(job_id, error=str(exc), retry_in=30)
+        return True
+    finally:
+        signal.alarm(0)
+    if outcome.state == "retry":
+        archive.catalog.finish_job(job_id, error=outcome.note, retry_in=min(300, 5 * 2**attempts))
+    else:
+        archive.catalog.finish_job(job_id)
+    return True
+
+
+def _on_alarm(signum: int, frame: object) -> None:
+    raise JobTimeout()
+
+
+def worker_main(config: Config, stop: multiprocessing.synchronize.Event | None = None, *, once: bool = False) -> None:
+    """Body of one compression worker process: claim jobs until told to stop."""
+    limit = config.get("compression", "max_memory_mb") * 1024 * 1024
+    try:
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    except (ValueError, OSError):
+        log.warning("could not set the worker memory limit")
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when we stop
+    archive = Archive(config, migrate=False)
+    name = f"{socket.gethostname()}:{os.getpid()}"
+    timeout = config.get("compression", "timeout_seconds")
+    idle = 0.05
+    try:
+        while stop is None or not stop.is_set():
+            try:
+                worked = run_one_job(archive, name, timeout)
+            except CatalogUnavailable:
+                worked = False
+                idle = 2.0
+            if worked:
+                idle = 0.05
+                continue
+            if once:
+                return
+            if stop is not None:
+                stop.wait(idle)
+            else:
+                time.sleep(idle)
+            idle = min(idle * 2, 1.0)
+    finally:
+        archive.close()
+
+
+class CompressionWorkers:
+    """A pool of worker processes that drain the compression queue, restarted if they die."""
+
+    def __init__(self, config: Config, count: int | None = None) -> None:
+        self.config = config
+        self.count = count or config.get("compression", "workers") or max(1, os.cpu_count() or 1)
+        self._ctx = multiprocessing.get_context("spawn")
+        self._stop = self._ctx.Event()
+        self._procs: list[multiprocessing.process.BaseProcess] = []
+        self._monitor: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self.config.get("compression", "transfer_syntax") == "none":
+            return
+        self._procs = [self._spawn() for _ in range(self.count)]
+        self._monitor = threading.Thread(target=self._watch, name="compression-monitor", daemon=True)
+        self._monitor.start()
+
+    def _spawn(self) -> multiprocessing.process.BaseProcess:
+        proc = self._ctx.Process(target=worker_main, args=(self.config, self._stop), name="pacs-lite-compress",
+                                 daemon=True)
+        proc.start()
+        return proc
+
+    def _watch(self) -> None:
+        while not self._stop.wait(1.0):
+            for i, proc in enumerate(self._procs):
+                if not proc.is_alive():
+                    log.warning("compression worker exited (code %s); starting another", proc.exitcode)
+                    self._procs[i] = self._spawn()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self._stop.set()
+        deadline = time.monotonic() + timeout
+        for proc in self._procs:
+            proc.join(max(0.1, deadline - time.monotonic()))
+            if proc.is_alive():
+                proc.kill()
+                proc.join(5)
+        self._procs = []

@@ -1,0 +1,135 @@
+"""The one place where access to every route is decided.
+
+:func:`init_access` installs a ``before_request`` hook that calls :func:`check_access`
+for every request (DICOMweb, pages, health checks, static files). The hook stores the
+caller's :class:`~pacs_lite.catalog.Visibility` on ``flask.g``; every catalog query a
+view makes takes that visibility (:func:`viewer.context.visibility`), so a view cannot
+forget to filter.
+
+Today, without the security feature, :class:`AccessPolicy` admits loopback clients only
+(403 otherwise) and everyone admitted sees everything. The security feature plugs in
+here, and only here:
+
+* :meth:`AccessPolicy.authenticate` validates ``Authorization: Bearer`` tokens and
+  returns a :class:`Principal` (401 on failure);
+* :meth:`AccessPolicy.visibility_for` returns a partner-scoped ``Visibility``;
+* :meth:`AccessPolicy.authorize` checks roles for sensitive actions (``"delete"``);
+* :func:`audit` sends events to the audit sink instead of the log.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from dataclasses import dataclass, field
+
+from flask import Flask, Request, g, request
+
+from pacs_lite.catalog import EVERYTHING, Visibility
+
+from .context import state
+from .errors import ApiError
+
+log = logging.getLogger(__name__)
+audit_log = logging.getLogger("pacs_lite.audit")
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: a name for the audit trail and the roles granted."""
+
+    name: str
+    roles: frozenset[str] = field(default_factory=frozenset)
+
+
+#: A caller that has not authenticated (CORS preflight requests).
+ANONYMOUS = Principal("anonymous")
+
+#: The caller on a loopback connection while there is no authentication.
+LOCAL_OPERATOR = Principal("local", frozenset({"read", "write", "admin"}))
+
+
+def is_loopback(address: str | None) -> bool:
+    """Whether ``address`` is a loopback client (an empty address is a Unix socket: local)."""
+    if not address:
+        return True
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_loopback
+
+
+class AccessPolicy:
+    """Decides whether a request may proceed, who makes it, and what it may see.
+
+    Parameters
+    ----------
+    allow_remote
+        Admit clients that are not on a loopback address. Only safe once
+        authentication is in place (or behind a trusted proxy that enforces it).
+    """
+
+    def __init__(self, *, allow_remote: bool = False) -> None:
+        self.allow_remote = allow_remote
+
+    def check(self, req: Request) -> Visibility:
+        """Admit or refuse ``req``; return the visibility its catalog queries must use."""
+        self.check_network(req)
+        # CORS preflights carry no credentials by design; they reach no data either
+        principal = ANONYMOUS if req.method == "OPTIONS" else self.authenticate(req)
+        g.principal = principal
+        return self.visibility_for(principal)
+
+    def check_network(self, req: Request) -> None:
+        """Refuse non-loopback clients unless remote access is allowed (403)."""
+        if not self.allow_remote and not is_loopback(req.remote_addr):
+            audit("access", "refused", reason="non-loopback client")
+            raise ApiError(403, "access from this address is not allowed (loopback only)")
+
+    def authenticate(self, req: Request) -> Principal:
+        """Who makes the request. Seam for bearer tokens (401 when invalid)."""
+        return LOCAL_OPERATOR
+
+    def visibility_for(self, principal: Principal) -> Visibility:
+        """Which studies ``principal`` may see. Seam for partner scoping."""
+        return EVERYTHING
+
+    def authorize(self, principal: Principal, action: str) -> None:
+        """Refuse (403) unless ``principal`` may perform ``action`` (e.g. ``"delete"``)."""
+        needed = {"delete": "admin", "store": "write"}.get(action, "read")
+        if needed not in principal.roles:
+            audit(action, "refused", principal=principal.name)
+            raise ApiError(403, f"the {action!r} action needs the {needed!r} role")
+
+
+def check_access(req: Request) -> Visibility:
+    """Check ``req`` against the application's :class:`AccessPolicy`; return its visibility."""
+    return state().access.check(req)
+
+
+def authorize(action: str) -> None:
+    """Check that the current caller may perform ``action`` (403 otherwise)."""
+    principal = g.get("principal")
+    if principal is None:
+        raise ApiError(403, "request did not pass the access check")
+    state().access.authorize(principal, action)
+
+
+def audit(action: str, outcome: str, **details: str) -> None:
+    """Record an auditable event. Seam for the audit sink; never pass patient data here."""
+    principal = g.get("principal")
+    who = principal.name if principal is not None else "-"
+    extra = " ".join(f"{k}={v}" for k, v in sorted(details.items()))
+    audit_log.info("%s %s by %s from %s %s", action, outcome, who, request.remote_addr, extra)
+
+
+def _before_request() -> None:
+    g.visibility = check_access(request)
+
+
+def init_access(app: Flask) -> None:
+    """Check every request of ``app`` before any view runs."""
+    app.before_request(_before_request)

@@ -1,0 +1,54 @@
+"""What one web application instance holds: configuration, archive, caches, access policy.
+
+There is no module-level state: :func:`viewer.app.create_app` builds one
+:class:`AppState` and stores it in ``app.extensions["pacs_lite"]``; views reach it
+through :func:`state`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from flask import current_app, g, request
+
+from pacs_lite.archive import Archive
+from pacs_lite.catalog import Visibility
+from pacs_lite.config import Config
+
+if TYPE_CHECKING:
+    from .access import AccessPolicy
+    from .metadata import MetadataCache
+
+EXTENSION_KEY = "pacs_lite"
+
+
+@dataclass
+class AppState:
+    """Everything the views of one application share."""
+
+    config: Config
+    archive: Archive
+    access: AccessPolicy
+    metadata_cache: MetadataCache
+
+
+def state() -> AppState:
+    """The state of the application handling the current request."""
+    return current_app.extensions[EXTENSION_KEY]
+
+
+def visibility() -> Visibility:
+    """What the current caller may see, as decided by the access check of this request.
+
+    Fails closed: a request that did not pass through the access check has no visibility.
+    """
+    vis = g.get("visibility")
+    if not isinstance(vis, Visibility):
+        raise RuntimeError("request did not pass the access check")
+    return vis
+
+
+def dicomweb_base() -> str:
+    """The public DICOMweb base URL for the current request (``http://host:port/dicomweb``)."""
+    return request.url_root.rstrip("/") + "/dicomweb"

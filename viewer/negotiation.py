@@ -1,0 +1,230 @@
+"""Media types, ``Accept`` and ``Accept-Encoding`` parsing for DICOMweb (PS3.18 8.7).
+
+A DICOMweb ``Accept`` header lists alternatives such as
+``multipart/related; type="application/octet-stream"; transfer-syntax=*`` (quoted or
+not, as OHIF sends it). :func:`alternatives` turns the header into
+:class:`Alternative` objects in order of preference; the views decide which of them
+they can produce.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from .errors import ApiError
+
+EXPLICIT_LE = "1.2.840.10008.1.2.1"
+IMPLICIT_LE = "1.2.840.10008.1.2"
+DEFLATED_LE = "1.2.840.10008.1.2.1.99"
+EXPLICIT_BE = "1.2.840.10008.1.2.2"
+NATIVE_SYNTAXES = frozenset({IMPLICIT_LE, EXPLICIT_LE, DEFLATED_LE, EXPLICIT_BE})
+
+MULTIPART = "multipart/related"
+OCTET_STREAM = "application/octet-stream"
+DICOM = "application/dicom"
+DICOM_JSON = "application/dicom+json"
+
+#: Transfer syntaxes a frame can be served in, per image media type; the first is the
+#: default when the request names no transfer-syntax (PS3.18 Table 8.7.3-5).
+IMAGE_MEDIA_SYNTAXES: dict[str, tuple[str, ...]] = {
+    "image/jpeg": ("1.2.840.10008.1.2.4.70", "1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51",
+                   "1.2.840.10008.1.2.4.57"),
+    "image/jls": ("1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.81"),
+    "image/jp2": ("1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91"),
+    "image/jpx": ("1.2.840.10008.1.2.4.92", "1.2.840.10008.1.2.4.93"),
+    "image/jphc": ("1.2.840.10008.1.2.4.201", "1.2.840.10008.1.2.4.202", "1.2.840.10008.1.2.4.203"),
+    "image/dicom-rle": ("1.2.840.10008.1.2.5",),
+    "image/x-dicom-rle": ("1.2.840.10008.1.2.5",),
+    "image/jxl": ("1.2.840.10008.1.2.4.110", "1.2.840.10008.1.2.4.111", "1.2.840.10008.1.2.4.112"),
+}
+
+_TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
+_MEDIA_TYPE_RE = re.compile(rf"^\s*({_TOKEN})/({_TOKEN})\s*")
+_PARAM_RE = re.compile(rf'\s*;\s*({_TOKEN})\s*=\s*("(?:[^"\\]|\\.)*"|[^;,\s]*)\s*')
+_UID_RE = re.compile(r"^[0-9]+(\.[0-9]+)*$")
+MAX_HEADER_LENGTH = 8192
+
+
+@dataclass(frozen=True)
+class MediaType:
+    """A parsed media type: ``type/subtype`` in lower case plus its parameters.
+
+    Parameter names are lower case; values are unquoted (``transfer-syntax`` and
+    ``type`` values keep their case).
+    """
+
+    mime: str
+    params: dict[str, str]
+    q: float = 1.0
+
+    def matches(self, mime: str) -> bool:
+        """Whether this (possibly wildcard) range includes the concrete ``mime``."""
+        if self.mime in ("*/*", mime):
+            return True
+        major = self.mime.split("/", 1)[0]
+        return self.mime.endswith("/*") and mime.split("/", 1)[0] == major
+
+
+def parse_media_type(text: str) -> MediaType:
+    """Parse ``type/subtype; name=value; name="quoted value"``.
+
+    Raises
+    ------
+    ApiError
+        400 when the text is not a media type.
+    """
+    match = _MEDIA_TYPE_RE.match(text)
+    if match is None:
+        raise ApiError(400, f"malformed media type {text[:80]!r}")
+    mime = f"{match.group(1)}/{match.group(2)}".lower()
+    params: dict[str, str] = {}
+    pos = match.end()
+    q = 1.0
+    while pos < len(text):
+        param = _PARAM_RE.match(text, pos)
+        if param is None:
+            raise ApiError(400, f"malformed media type parameters in {text[:80]!r}")
+        name, value = param.group(1).lower(), param.group(2)
+        if value.startswith('"'):
+            value = re.sub(r"\\(.)", r"\1", value[1:-1])
+        if name == "q":
+            q = _quality(value)
+        else:
+            params[name] = value
+        pos = param.end()
+    return MediaType(mime, params, q)
+
+
+def _quality(value: str) -> float:
+    try:
+        q = float(value)
+    except ValueError:
+        raise ApiError(400, f"invalid q value {value[:20]!r} in Accept") from None
+    if not 0.0 <= q <= 1.0:
+        raise ApiError(400, f"q value {value[:20]!r} out of range in Accept")
+    return q
+
+
+def split_list(header: str) -> list[str]:
+    """Split a comma-separated header value, ignoring commas inside quoted strings."""
+    items, current, quoted, escaped = [], [], False, False
+    for char in header:
+        if escaped:
+            escaped = False
+        elif char == "\\" and quoted:
+            escaped = True
+        elif char == '"':
+            quoted = not quoted
+        elif char == "," and not quoted:
+            items.append("".join(current))
+            current = []
+            continue
+        current.append(char)
+    items.append("".join(current))
+    return [item.strip() for item in items if item.strip()]
+
+
+def parse_accept(header: str | None) -> list[MediaType]:
+    """The media ranges of an ``Accept`` header, most preferred first, without ``q=0``.
+
+    An absent or empty header yields ``[]`` (the caller applies its default).
+    """
+    if not header or not header.strip():
+        return []
+    if len(header) > MAX_HEADER_LENGTH:
+        raise ApiError(400, "Accept header too long")
+    ranges = [parse_media_type(item) for item in split_list(header)]
+    ranges = [r for r in ranges if r.q > 0]
+    return sorted(ranges, key=lambda r: -r.q)  # sorted() is stable: header order breaks ties
+
+
+@dataclass(frozen=True)
+class Alternative:
+    """One acceptable representation of a DICOMweb resource.
+
+    Attributes
+    ----------
+    multipart
+        ``multipart/related`` with parts of ``media_type``; otherwise a single-part body.
+    media_type
+        The (part) media type, e.g. ``application/dicom`` or ``image/jls``.
+    transfer_syntaxes
+        ``None`` when the request named none (the media type's default applies),
+        ``("*",)`` for any, otherwise the UIDs asked for.
+    """
+
+    multipart: bool
+    media_type: str
+    transfer_syntaxes: tuple[str, ...] | None = None
+
+    @property
+    def any_syntax(self) -> bool:
+        return self.transfer_syntaxes is not None and "*" in self.transfer_syntaxes
+
+
+def _transfer_syntax_param(value: str | None) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    value = value.strip()
+    if value == "*":
+        return ("*",)
+    if len(value) > 64 or not _UID_RE.match(value):
+        raise ApiError(400, f"invalid transfer-syntax {value[:70]!r} in Accept")
+    return (value,)
+
+
+def alternatives(header: str | None, default_type: str) -> list[Alternative]:
+    """What the client accepts, most preferred first; wildcards become ``default_type``.
+
+    ``*/*``, ``multipart/*``, ``multipart/related`` without ``type`` and an absent
+    header all mean multipart parts of ``default_type`` in its default syntax.
+    """
+    ranges = parse_accept(header)
+    if not ranges:
+        return [Alternative(True, default_type)]
+    out = []
+    for r in ranges:
+        syntaxes = _transfer_syntax_param(r.params.get("transfer-syntax"))
+        if r.mime in ("*/*", "multipart/*"):
+            out.append(Alternative(True, default_type, syntaxes))
+        elif r.mime == MULTIPART:
+            part_type = parse_media_type(r.params["type"]).mime if "type" in r.params else default_type
+            out.append(Alternative(True, part_type, syntaxes))
+        else:
+            out.append(Alternative(False, r.mime, syntaxes))
+    return out
+
+
+def accepts_gzip(header: str | None) -> bool:
+    """Whether ``Accept-Encoding`` allows gzip (``gzip`` or ``*`` with q > 0)."""
+    if not header:
+        return False
+    for item in split_list(header):
+        name, _, rest = item.partition(";")
+        name = name.strip().lower()
+        q = 1.0
+        rest = rest.strip()
+        if rest.lower().startswith("q="):
+            try:
+                q = float(rest[2:])
+            except ValueError:
+                q = 0.0
+        if name in ("gzip", "x-gzip", "*") and q > 0:
+            return True
+    return False
+
+
+def media_type_for_syntax(transfer_syntax_uid: str) -> str:
+    """The image media type whose family includes ``transfer_syntax_uid`` (octet-stream if none)."""
+    for mime, syntaxes in IMAGE_MEDIA_SYNTAXES.items():
+        if transfer_syntax_uid in syntaxes:
+            return mime
+    return OCTET_STREAM
+
+
+def require_json(accept: str | None) -> None:
+    """406 unless ``Accept`` allows DICOM JSON (``application/json`` and wildcards are fine)."""
+    ranges = parse_accept(accept)
+    if ranges and not any(r.matches(DICOM_JSON) or r.matches("application/json") for r in ranges):
+        raise ApiError(406, "this resource is available as application/dicom+json only")

@@ -1,0 +1,234 @@
+"""STOW-RS (PS3.18 10.5): store instances sent as ``multipart/related; type="application/dicom"``.
+
+The body is parsed as it arrives (:class:`viewer.multipart.MultipartReader`): each part
+goes through the one ingest path (:meth:`~pacs_lite.ingest.IngestService.ingest_part10`)
+and is dropped before the next one is read, so a request holds at most one part in
+memory. Limits come from ``[http] max_request_bytes`` and ``max_parts`` and from
+``[ingest] max_object_bytes`` (a larger part is read, discarded and reported failed).
+
+The response is a DICOM JSON store response (ReferencedSOPSequence, FailedSOPSequence
+with FailureReason, RetrieveURL). Status: 200 all stored; 202 some failed; 409 none
+stored because of what the instances are (e.g. 0x0110: not of the study in the URL);
+400 when a part is not DICOM at all (or the multipart is malformed); 503 when nothing
+could be stored for lack of resources; 415 for a wrong content type.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import BinaryIO
+
+from flask import Response
+
+from pacs_lite import dicomfile
+from pacs_lite.archive import Archive
+from pacs_lite.ingest import OUT_OF_RESOURCES, IngestRejected, IngestResult, check_uid
+
+from . import multipart
+from .errors import RETRY_AFTER_SECONDS, ApiError, json_bytes
+from .negotiation import DICOM, DICOM_JSON, MULTIPART, parse_media_type
+
+log = logging.getLogger(__name__)
+
+#: Failure Reason (0008,1197) for an instance that does not belong to the URL's study.
+NOT_OF_STUDY = 0x0110
+#: Failure Reason for a part that is not a DICOM object at all.
+CANNOT_UNDERSTAND = 0xC000
+#: How much of an over-limit body is read (and discarded) so the client sees the answer.
+DRAIN_LIMIT = 16 * 1024**2
+
+
+@dataclass(frozen=True)
+class PartOutcome:
+    """What happened to one part: the ingest result, or why the part was refused before ingest."""
+
+    index: int
+    result: IngestResult
+    too_large: bool = False
+
+    @property
+    def identified(self) -> bool:
+        """Whether the part could be identified as a DICOM instance (it has a SOP Instance UID)."""
+        return bool(self.result.sop_instance_uid)
+
+
+def request_boundary(content_type: str | None, content_encoding: str | None) -> str:
+    """The boundary of a STOW-RS request, after checking its media type (415/400)."""
+    if content_encoding and content_encoding.strip().lower() not in ("", "identity"):
+        raise ApiError(415, "Content-Encoding is not supported for STOW-RS; send the body unencoded")
+    if not content_type:
+        raise ApiError(415, 'STOW-RS needs Content-Type: multipart/related; type="application/dicom"')
+    media = parse_media_type(content_type)
+    if media.mime != MULTIPART:
+        raise ApiError(415, 'STOW-RS needs Content-Type: multipart/related; type="application/dicom"')
+    if "type" in media.params and parse_media_type(media.params["type"]).mime != DICOM:
+        raise ApiError(415, "only application/dicom parts are supported (not DICOM JSON or XML with bulk data)")
+    try:
+        return multipart.check_boundary(media.params.get("boundary"))
+    except multipart.MultipartError as exc:
+        raise ApiError(400, str(exc)) from None
+
+
+def _refused(status: int, reason: str, sop_class: str = "", sop_uid: str = "") -> IngestResult:
+    return IngestResult("rejected", status, reason, sop_class_uid=sop_class, sop_instance_uid=sop_uid)
+
+
+def _study_mismatch(data: bytes, study: str) -> IngestResult | None:
+    """A refusal if ``data`` is an instance of another study than ``study``.
+
+    Uses the ingest path's own parser and UID check, so this decision and ingest
+    cannot disagree; objects that do not parse are left for ingest to reject.
+    """
+    try:
+        ds = dicomfile.parse_part10(data).dataset
+        actual = check_uid(ds.get("StudyInstanceUID"), "Study Instance UID")
+    except (dicomfile.DicomFormatError, IngestRejected):
+        return None
+    except Exception:  # noqa: BLE001 - pydicom raises many types for malformed values
+        return None
+    if actual == study:
+        return None
+    sop_uid = _uid_or_empty(ds, "SOPInstanceUID")
+    return _refused(NOT_OF_STUDY, "the instance does not belong to the study in the request URL",
+                    _uid_or_empty(ds, "SOPClassUID"), sop_uid)
+
+
+def _uid_or_empty(ds: object, keyword: str) -> str:
+    try:
+        return check_uid(ds.get(keyword), keyword)  # type: ignore[attr-defined]
+    except Exception:  # noqa: BLE001
+        return ""
+
+
+def store_part(archive: Archive, part: multipart.Part, study: str | None, max_object_bytes: int) -> IngestResult:
+    """Ingest one part (or refuse it without storing anything)."""
+    if part.too_large:
+        return _refused(OUT_OF_RESOURCES, f"part larger than {max_object_bytes} bytes")
+    ctype = part.content_type
+    if ctype is not None:
+        try:
+            mime = parse_media_type(ctype).mime
+        except ApiError:
+            mime = ctype
+        if mime != DICOM:
+            return _refused(CANNOT_UNDERSTAND, "part is not application/dicom")
+    if study is not None:
+        refusal = _study_mismatch(part.body, study)
+        if refusal is not None:
+            return refusal
+    return archive.ingest.ingest_part10(part.body, source="")
+
+
+def store(archive: Archive, stream: BinaryIO, boundary: str, study: str | None, *, max_parts: int,
+          max_bytes: int) -> list[PartOutcome]:
+    """Read and store every part of a STOW-RS body (413/400 via :class:`ApiError`)."""
+    max_object = archive.ingest.max_object_bytes
+    reader = multipart.MultipartReader(stream, boundary, max_parts=max_parts, max_part_bytes=max_object,
+                                       max_total_bytes=max_bytes)
+    outcomes: list[PartOutcome] = []
+    try:
+        for index, part in enumerate(reader):
+            result = store_part(archive, part, study, max_object)
+            outcomes.append(PartOutcome(index, result, part.too_large))
+    except multipart.MultipartError as exc:
+        if isinstance(exc, multipart.LimitExceeded):
+            reader.drain(DRAIN_LIMIT)
+        stored = sum(1 for o in outcomes if o.result.ok)
+        done = f" ({len(outcomes)} parts were processed before, {stored} stored)" if outcomes else ""
+        raise ApiError(exc.status, f"{exc}{done}") from None
+    if not outcomes:
+        raise ApiError(400, "the request contains no parts")
+    return outcomes
+
+
+# -- the response -----------------------------------------------------------------------------------
+
+
+def _instance_url(base: str, result: IngestResult) -> str:
+    return (f"{base}/studies/{result.study_instance_uid}/series/{result.series_instance_uid}"
+            f"/instances/{result.sop_instance_uid}")
+
+
+def _ui(value: str) -> dict[str, object]:
+    return {"vr": "UI", "Value": [value]} if value else {"vr": "UI"}
+
+
+def _referenced(base: str, result: IngestResult) -> dict[str, object]:
+    return {
+        "00081150": _ui(result.sop_class_uid),
+        "00081155": _ui(result.sop_instance_uid),
+        "00081190": {"vr": "UR", "Value": [_instance_url(base, result)]},
+    }
+
+
+def _failed(result: IngestResult) -> dict[str, object]:
+    return {
+        "00081150": _ui(result.sop_class_uid),
+        "00081155": _ui(result.sop_instance_uid),
+        "00081197": {"vr": "US", "Value": [result.dicom_status]},
+    }
+
+
+def store_response_document(outcomes: Iterable[PartOutcome], base: str, study: str | None) -> dict[str, object]:
+    """The DICOM JSON store response (PS3.18 Table 10.5.3-3)."""
+    outcomes = list(outcomes)
+    ok = [o.result for o in outcomes if o.result.ok]
+    failed = [o.result for o in outcomes if not o.result.ok]
+    doc: dict[str, object] = {}
+    studies = {r.study_instance_uid for r in ok}
+    target = study or (next(iter(studies)) if len(studies) == 1 else None)
+    if target:
+        doc["00081190"] = {"vr": "UR", "Value": [f"{base}/studies/{target}"]}
+    if failed:
+        doc["00081198"] = {"vr": "SQ", "Value": [_failed(r) for r in failed]}
+    if ok:
+        doc["00081199"] = {"vr": "SQ", "Value": [_referenced(base, r) for r in ok]}
+    return doc
+
+
+def _status(outcomes: list[PartOutcome]) -> int:
+    ok = [o for o in outcomes if o.result.ok]
+    failed = [o for o in outcomes if not o.result.ok]
+    if not failed:
+        return 200
+    if ok:
+        return 202
+    if any(o.too_large for o in failed):
+        return 413
+    if any(not o.identified for o in failed):
+        return 400
+    if all(o.result.dicom_status == OUT_OF_RESOURCES and o.result.status == "failed" for o in failed):
+        return 503
+    return 409
+
+
+def _warning(outcomes: list[PartOutcome], host: str) -> str | None:
+    """A ``Warning`` header naming the first failure, for humans reading logs."""
+    for o in outcomes:
+        if not o.result.ok:
+            text = o.result.reason.encode("ascii", "replace").decode("ascii").replace('"', "'").replace("\\", "/")
+            text = "".join(c for c in text if c.isprintable())[:200]
+            return f'299 {host}: "part {o.index + 1}: {text}"'
+    return None
+
+
+def store_response(outcomes: list[PartOutcome], base: str, study: str | None, host: str) -> Response:
+    """The HTTP response for a processed STOW-RS request."""
+    status = _status(outcomes)
+    headers = {}
+    warning = _warning(outcomes, host)
+    if warning:
+        headers["Warning"] = warning
+    if status == 503:
+        headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    if status == 413:
+        failure = next(o for o in outcomes if o.too_large)
+        raise ApiError(413, f"part {failure.index + 1}: {failure.result.reason}", headers=headers)
+    if status == 400:
+        failure = next(o for o in outcomes if not o.result.ok and not o.identified)
+        raise ApiError(400, f"part {failure.index + 1} is not a DICOM instance: {failure.result.reason}"[:300],
+                       headers=headers)
+    body = json_bytes(store_response_document(outcomes, base, study))
+    return Response(body, status=status, mimetype=DICOM_JSON, headers=headers)
