@@ -114,7 +114,7 @@ def _delete_quietly(archive: Archive, key: str) -> None:
 
 def run_one_job(archive: Archive, worker_name: str, timeout: int) -> bool:
     """Claim and run one compression job; return whether there was one."""
-    claimed = archive.catalog.claim_job(["compress"], worker_name, lease_seconds=timeout * 2 + 30)
+    claimed = archive.catalog.claim_job(["compress"], worker_name, lease_seconds=timeout * 2 + 5)
     if claimed is None:
         return False
     job_id, _kind, payload, attempts = claimed

@@ -936,6 +936,10 @@ def _unsupported_reason(geometry: PixelGeometry, target: str) -> str | None:
             return f"RLE Lossless (PS3.5 Table 8.2.2-1) takes Bits Allocated 8 or 16, not {g.bits_allocated}"
         if g.photometric == "YBR_FULL" and g.bits_allocated != 8:
             return "RLE allows YBR_FULL only for 8-bit samples"
+        if g.bits_allocated == 16 and g.bits_stored <= 8:
+            # RLE byte segments follow Bits Allocated (PS3.5 G.2), but pydicom 3.0 hands
+            # its RLE encoders 1-byte samples when Bits Stored <= 8: wrong segment count.
+            return "pydicom's RLE encoder mishandles Bits Stored <= 8 in a 16-bit container"
     elif target == JPEG2000Lossless:
         if min(g.rows, g.columns) < 32:
             return "OpenJPEG codes 6 resolution levels, which needs at least 32 rows and columns"

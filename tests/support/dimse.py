@@ -1,0 +1,118 @@
+"""Helpers for the DIMSE tests: an in-process :class:`dicom_scp.DicomServer`, pixel comparison,
+raw PDUs, process memory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import socket
+import struct
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset
+
+from dicom_scp import DicomServer
+from pacs_lite.archive import Archive
+from tests.support.net import LOOPBACK
+from tests.support.pacs import make_config
+
+#: Our AE title in the tests.
+SCP_AET = "PACSLITE"
+PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+LITTLE_ENDIAN_NATIVE = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.1.99"}
+
+
+@contextlib.contextmanager
+def running_scp(base_dir: Path, *, peers: list[dict[str, Any]] | None = None, index_url: str | None = None,
+                server_kwargs: dict[str, Any] | None = None, **sections: dict[str, Any]) -> Iterator[tuple[DicomServer, Archive]]:
+    """An archive under ``base_dir`` (no compression) served on a free port, shut down afterwards.
+
+    ``peers`` are ``[dicom.peers]`` tables; ``sections`` override configuration keys.
+    """
+    dicom = {"port": 0, "ae_title": SCP_AET, **sections.pop("dicom", {})}
+    compression = {"transfer_syntax": "none", **sections.pop("compression", {})}
+    config = make_config(base_dir, index_url=index_url, dicom=dicom, compression=compression, **sections)
+    if peers:
+        from pacs_lite.config import _parse_peers
+
+        config = type(config)(config.values, _parse_peers(peers), config.source, config.base_dir)
+    archive = Archive(config)
+    server = DicomServer(archive, config, **(server_kwargs or {}))
+    server.start()
+    try:
+        yield server, archive
+    finally:
+        server.shutdown(timeout=10)
+        archive.close()
+
+
+def dataset_sha(path: str | Path) -> str:
+    """SHA-256 of a file (for identity checks)."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def pixel_difference(sent: Dataset, got: Dataset) -> str | None:
+    """Why the pixel data of ``got`` is not that of ``sent``, or ``None`` when identical.
+
+    Same transfer syntax (or both little-endian native): the encoded pixel bytes must be
+    equal. Otherwise the decoded arrays must be equal (lossless transcoding).
+    """
+    sent_ts = str(sent.file_meta.TransferSyntaxUID)
+    got_ts = str(got.file_meta.TransferSyntaxUID)
+    for keyword in PIXEL_KEYWORDS:
+        if (keyword in sent) != (keyword in got):
+            return f"{keyword} present in only one of them"
+        if keyword not in sent:
+            continue
+        same_encoding = sent_ts == got_ts or (sent_ts in LITTLE_ENDIAN_NATIVE and got_ts in LITTLE_ENDIAN_NATIVE)
+        if same_encoding:
+            if bytes(sent[keyword].value) != bytes(got[keyword].value):
+                return f"{keyword} bytes differ ({sent_ts} vs {got_ts})"
+        else:
+            try:
+                a, b = sent.pixel_array, got.pixel_array
+            except Exception as exc:  # noqa: BLE001
+                return f"cannot decode for comparison ({sent_ts} vs {got_ts}): {exc}"
+            if a.shape != b.shape or not np.array_equal(a, b):
+                return f"decoded pixels differ ({sent_ts} vs {got_ts})"
+    return None
+
+
+def read(path_or_bytes: str | Path | bytes) -> Dataset:
+    if isinstance(path_or_bytes, bytes):
+        return pydicom.dcmread(io.BytesIO(path_or_bytes), force=True)
+    return pydicom.dcmread(path_or_bytes, force=True)
+
+
+def rss_bytes() -> int:
+    """Resident set size of this process."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def pdu_header(pdu_type: int, length: int) -> bytes:
+    return struct.pack(">BBL", pdu_type, 0, length)
+
+
+def raw_connection(port: int, payload: bytes, *, read_timeout: float = 5.0) -> bytes:
+    """Send ``payload`` on a fresh connection; return what the server answered before closing."""
+    with socket.create_connection((LOOPBACK, port), timeout=read_timeout) as sock:
+        sock.sendall(payload)
+        chunks = []
+        try:
+            while True:
+                data = sock.recv(65536)
+                if not data:
+                    break
+                chunks.append(data)
+        except (TimeoutError, ConnectionResetError):
+            pass
+        return b"".join(chunks)

@@ -1,0 +1,114 @@
+"""Run the web application under gunicorn (``gthread`` workers), configured from ``[http]``.
+
+Entry point (what ``pacs-lite serve`` starts as a subprocess)::
+
+    python -m viewer.http_server --config /path/to/pacs-lite.toml
+
+Without ``--config`` the file named by ``$PACSLITE_CONFIG_FILE`` is used, else the
+built-in defaults; ``PACS_LITE_<SECTION>_<KEY>`` variables override keys as usual.
+The master process validates the configuration and migrates the index once; each
+worker then builds its own :class:`~pacs_lite.archive.Archive` after the fork (no
+database connection or file handle is shared across processes). The access log never
+contains query strings (they may carry patient names).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from flask import Flask
+from gunicorn.app.base import BaseApplication
+
+from pacs_lite.archive import Archive
+from pacs_lite.config import Config, ConfigError, load_config
+
+from .app import create_app
+from .wsgi import CONFIG_ENV
+
+log = logging.getLogger(__name__)
+
+ACCESS_LOG_FORMAT = '%(h)s "%(m)s %(U)s %(H)s" %(s)s %(B)s %(M)sms'
+
+
+def bind_address(host: str, port: int) -> str:
+    """``host:port`` as gunicorn wants it (IPv6 literals in brackets)."""
+    try:
+        if isinstance(ipaddress.ip_address(host), ipaddress.IPv6Address):
+            return f"[{host}]:{port}"
+    except ValueError:
+        pass
+    return f"{host}:{port}"
+
+
+def gunicorn_options(config: Config) -> dict[str, Any]:
+    """gunicorn settings derived from the ``[http]`` and ``[log]`` sections."""
+    http = config["http"]
+    return {
+        "bind": [bind_address(http["host"], http["port"])],
+        "worker_class": "gthread",
+        "workers": http["workers"],
+        "threads": http["threads"],
+        "timeout": http["timeout"],
+        "graceful_timeout": 30,
+        "keepalive": 5,
+        "limit_request_line": 8190,
+        "limit_request_fields": 100,
+        "limit_request_field_size": 8190,
+        "accesslog": "-",
+        "access_log_format": ACCESS_LOG_FORMAT,
+        "errorlog": "-",
+        "loglevel": config.get("log", "level").lower(),
+        "proc_name": "pacs-lite-http",
+        "preload_app": False,
+    }
+
+
+class PacsLiteHTTPServer(BaseApplication):
+    """gunicorn running :func:`viewer.app.create_app` for one configuration."""
+
+    def __init__(self, config: Config) -> None:
+        self.pacs_config = config
+        super().__init__()
+
+    def load_config(self) -> None:
+        for key, value in gunicorn_options(self.pacs_config).items():
+            self.cfg.set(key, value)
+
+    def load(self) -> Flask:
+        """Called in each worker after the fork."""
+        return create_app(self.pacs_config, Archive(self.pacs_config, migrate=False))
+
+
+def serve(config: Config) -> None:
+    """Migrate the index once, then run gunicorn until it is stopped (SIGTERM/SIGINT)."""
+    host = config.get("http", "host")
+    if host != "localhost" and not ipaddress.ip_address(host).is_loopback:
+        log.warning("HTTP bound to %s: without authentication only loopback clients are admitted", host)
+    Archive(config).close()
+    PacsLiteHTTPServer(config).run()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command line: ``python -m viewer.http_server [--config FILE]``."""
+    parser = argparse.ArgumentParser(prog="python -m viewer.http_server", description=__doc__.split("\n")[0])
+    parser.add_argument("--config", metavar="FILE", help=f"TOML configuration (default: ${CONFIG_ENV})")
+    args = parser.parse_args(argv)
+    try:
+        config = load_config(args.config or os.environ.get(CONFIG_ENV) or None)
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=config.get("log", "level"), stream=sys.stderr,
+                        format="%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s")
+    serve(config)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
