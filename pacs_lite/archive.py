@@ -13,6 +13,7 @@ from storage import ObjectStore, open_store
 from .catalog import Catalog
 from .config import Config
 from .ingest import IngestService
+from .metrics import IngestMetrics
 from .retrieval import RetrievalService
 
 
@@ -47,6 +48,7 @@ class Archive:
             compression_target=config.get("compression", "transfer_syntax"),
             duplicates=config.get("ingest", "duplicates"),
             max_object_bytes=config.get("ingest", "max_object_bytes"),
+            metrics=IngestMetrics(),
         )
         self.retrieval = RetrievalService(self.catalog, self.store)
 

@@ -6,9 +6,11 @@ import argparse
 import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -37,6 +39,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """
     config = _load(args)
     configure_logging(config.get("log", "level"))
+    # counters of every process (SCP, web workers, compression workers) add up in /metrics
+    metrics_dir = tempfile.mkdtemp(prefix="pacs-lite-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     from .archive import Archive
     from .compression import CompressionWorkers
     from .maintenance import sweep_orphans
@@ -93,6 +98,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             proc.wait()
     workers.stop()
     archive.close()
+    shutil.rmtree(metrics_dir, ignore_errors=True)
     log.info("stopped")
     return exit_code
 

@@ -32,6 +32,7 @@ from .archive import Archive
 from .catalog import CatalogUnavailable, StoredInstance
 from .config import Config
 from .faults import crash_point
+from .metrics import COMPRESSION, count_error
 from .retrieval import RetrievalError, encode_part10
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,7 @@ def compress_instance(archive: Archive, sop_instance_uid: str, target: str) -> C
     try:
         out = codecs.compress(ds, target, verify=True)
     except codecs.VerificationFailed as exc:
+        count_error("verification_failed")
         log.error("compression verification failed; original kept (key %s): %s", inst.object_key, exc)
         return _keep(archive, inst, f"verification failed: {exc}")
     except codecs.CodecUnsupported as exc:
@@ -150,6 +152,7 @@ def run_one_job(archive: Archive, worker_name: str, timeout: int) -> bool:
         return True
     finally:
         signal.alarm(0)
+    COMPRESSION.labels(outcome.state).inc()
     if outcome.state == "retry":
         archive.catalog.finish_job(job_id, error=outcome.note, retry_in=min(300, 5 * 2**attempts))
     else:

@@ -193,7 +193,7 @@ def parse_dataset(dataset_bytes: bytes | memoryview, transfer_syntax_uid: str) -
     fp = DicomBytesIO(b"\0" * 128 + b"DICM" + _encode_meta(meta) + bytes(dataset_bytes))
     try:
         return pydicom.dcmread(fp, force=False)
-    except Exception as exc:  # pydicom raises many types on malformed input
+    except Exception as exc:  # noqa: BLE001 - pydicom raises many types on malformed input
         raise DicomFormatError(f"cannot read dataset: {exc}") from None
 
 
@@ -205,7 +205,7 @@ def parse_part10(data: bytes) -> ParsedObject:
     try:
         read_preamble(fp, False)
         meta = _read_file_meta_info(fp)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - pydicom raises many types on malformed meta
         raise DicomFormatError(f"invalid file meta information: {exc}") from None
     ts = str(meta.get("TransferSyntaxUID", "") or "").strip("\0 ")
     if not ts:

@@ -20,6 +20,7 @@ from storage import ChecksumMismatch, ObjectNotFound, ObjectStore, StoreError
 
 from . import dicomfile
 from .catalog import Catalog, StoredInstance
+from .metrics import count_error
 
 log = logging.getLogger(__name__)
 
@@ -54,12 +55,14 @@ class RetrievalService:
         try:
             return self.store.get(inst.object_key, expected_sha256=inst.object_sha256)
         except ChecksumMismatch:
+            count_error("checksum_mismatch")
             log.error("stored object of an instance fails its checksum (key %s)", inst.object_key)
             raise RetrievalError("corrupt", "stored object is corrupt (checksum mismatch)") from None
         except ObjectNotFound:
             log.error("stored object missing (key %s)", inst.object_key)
             raise RetrievalError("missing", "stored object is missing") from None
         except StoreError as exc:
+            count_error("store_unavailable")
             raise RetrievalError("unavailable", f"storage unavailable: {exc}") from None
 
     def dataset(self, inst: StoredInstance, *, stop_before_pixels: bool = False) -> Dataset:

@@ -836,19 +836,22 @@ def _native_le_bytes(ds: Dataset, geometry: PixelGeometry, syntax: str) -> bytes
 
     Big endian data is byte-swapped per sample. Explicit VR Big Endian stores OW
     values as 16-bit words, so 1- and 8-bit data in an OW element also has its
-    byte pairs swapped (PS3.5 7.3 / pydicom's ``be_swap_ow``).
+    byte pairs swapped (PS3.5 7.3, pydicom's ``be_swap_ow``); for an odd number of
+    bytes the last one sits in the (swapped) pad position.
     """
-    data = ds.PixelData[: geometry.native_bytes]
+    size = geometry.native_bytes
     if syntax != ExplicitVRBigEndian:
-        return bytes(data)
+        return bytes(ds.PixelData[:size])
     bits = geometry.bits_allocated
     if bits <= 8:
         if ds["PixelData"].VR != VR.OW:
-            return bytes(data)
-        padded = bytes(data) + b"\x00" * (len(data) % 2)
-        return np.frombuffer(padded, ">u2").astype("<u2").tobytes()[: len(data)]
+            return bytes(ds.PixelData[:size])
+        even = size + size % 2
+        words = bytes(ds.PixelData[:even]).ljust(even, b"\0")
+        return np.frombuffer(words, ">u2").astype("<u2").tobytes()[:size]
     itemsize = bits // 8
-    return np.frombuffer(data, f">u{itemsize}").astype(f"<u{itemsize}").tobytes()
+    values = np.frombuffer(ds.PixelData, f">u{itemsize}", count=size // itemsize)
+    return values.astype(f"<u{itemsize}").tobytes()
 
 
 def get_frame(ds: Dataset, index: int, *, max_pixel_bytes: int = DEFAULT_MAX_PIXEL_BYTES) -> bytes:

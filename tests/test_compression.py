@@ -67,7 +67,7 @@ def test_every_corpus_image_comes_back_with_identical_pixels(tmp_path: Path, tar
     archive = Archive(make_config(tmp_path, compression={"transfer_syntax": TARGETS[target]}))
     try:
         sent: dict[str, bytes] = {}
-        for path, data in CORPUS:
+        for _path, data in CORPUS:
             result = archive.ingest.ingest_part10(data)
             if result.status in ("stored", "revised"):
                 sent[result.sop_instance_uid] = data  # the newest revision is what is served

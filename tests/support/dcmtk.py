@@ -43,24 +43,40 @@ class DcmtkError(RuntimeError):
     """A dcmtk tool failed or timed out; the message carries its output."""
 
 
-def run(args: Sequence[str | os.PathLike[str]], *, timeout: float = 120, env: Mapping[str, str] | None = None,
-        cwd: str | os.PathLike[str] | None = None, check: bool = False) -> subprocess.CompletedProcess[str]:
+def run(
+    args: Sequence[str | os.PathLike[str]],
+    *,
+    timeout: float = 120,
+    env: Mapping[str, str] | None = None,
+    cwd: str | os.PathLike[str] | None = None,
+    check: bool = False,
+) -> subprocess.CompletedProcess[str]:
     """Run one dcmtk command line (no shell), capturing stdout and stderr as text."""
     full_env = {**os.environ, **(env or {})}
     try:
-        proc = subprocess.run([os.fspath(a) for a in args], capture_output=True, text=True, errors="replace",
-                              timeout=timeout, env=full_env, cwd=cwd, stdin=subprocess.DEVNULL)
+        proc = subprocess.run(
+            [os.fspath(a) for a in args],
+            capture_output=True,
+            text=True,
+            errors="replace",
+            timeout=timeout,
+            env=full_env,
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+        )
     except subprocess.TimeoutExpired as exc:
         out = (exc.stdout or b"")[-4000:] if isinstance(exc.stdout, bytes) else str(exc.stdout or "")[-4000:]
         raise DcmtkError(f"{Path(os.fspath(args[0])).name} timed out after {timeout} s:\n{out}") from None
     if check and proc.returncode != 0:
-        raise DcmtkError(f"{' '.join(map(str, args[:3]))}... exited {proc.returncode}:\n{proc.stdout[-3000:]}"
-                         f"\n{proc.stderr[-3000:]}")
+        raise DcmtkError(
+            f"{' '.join(map(str, args[:3]))}... exited {proc.returncode}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+        )
     return proc
 
 
-def echoscu(port: int, *, aec: str, aet: str = "ECHOSCU", host: str = LOOPBACK,
-            extra: Sequence[str] = (), timeout: float = 30) -> subprocess.CompletedProcess[str]:
+def echoscu(
+    port: int, *, aec: str, aet: str = "ECHOSCU", host: str = LOOPBACK, extra: Sequence[str] = (), timeout: float = 30
+) -> subprocess.CompletedProcess[str]:
     """C-ECHO; ``returncode == 0`` means success."""
     return run(["echoscu", "-aet", aet, "-aec", aec, *extra, host, str(port)], timeout=timeout)
 
@@ -89,7 +105,9 @@ _SENDING = re.compile(r"^I: Sending file: (.*)$")
 _RESPONSE = re.compile(r"^I: Received Store Response")
 _STATUS = re.compile(r"^D: DIMSE Status\s*: 0x([0-9a-fA-F]{4})")
 _COMMENT = re.compile(r"^D: \(0000,0902\) LO \[(.*)\]")
-_BAD_FILE = re.compile(r"^E: (Bad DICOM file|No SOP Class or Instance UID in file|cannot access file)[:]? (.*?)(: (.*))?$")
+_BAD_FILE = re.compile(
+    r"^E: (Bad DICOM file|No SOP Class or Instance UID in file|cannot access file)[:]? (.*?)(: (.*))?$"
+)
 _STORE_FAILED = re.compile(r"^E: Store Failed, file: (.*?):?$")
 _NO_CONTEXT = re.compile(r"^E: No presentation context for: (.*)$")
 _IGNORING = re.compile(r"^W: ignoring file (.*?)(?: \((.*)\))?$")
@@ -124,7 +142,7 @@ def parse_storescu_log(text: str, files: Iterable[str | os.PathLike[str]]) -> di
             item.outcome, item.detail = "skipped", (m.group(2) or "ignored").strip()
         elif (m := _NO_CONTEXT.match(line)) and current is not None and current.outcome == "unknown":
             current.outcome, current.detail = "no-context", m.group(1)
-        elif (m := _STORE_FAILED.match(line)):
+        elif m := _STORE_FAILED.match(line):
             item = get(m.group(1).strip())
             if item.outcome == "unknown":
                 nxt = lines[i + 1] if i + 1 < len(lines) else ""
@@ -134,12 +152,21 @@ def parse_storescu_log(text: str, files: Iterable[str | os.PathLike[str]]) -> di
     return outcomes
 
 
-def storescu(port: int, files: Sequence[str | os.PathLike[str]], *, aec: str, aet: str = "STORESCU",
-             host: str = LOOPBACK, extra: Sequence[str] = (), env: Mapping[str, str] | None = None,
-             timeout: float = 300) -> tuple[dict[str, StoreOutcome], subprocess.CompletedProcess[str]]:
+def storescu(
+    port: int,
+    files: Sequence[str | os.PathLike[str]],
+    *,
+    aec: str,
+    aet: str = "STORESCU",
+    host: str = LOOPBACK,
+    extra: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
+    timeout: float = 300,
+) -> tuple[dict[str, StoreOutcome], subprocess.CompletedProcess[str]]:
     """Send ``files`` in one association (``-nh``: do not halt on a failure); parse the outcomes."""
-    proc = run(["storescu", "-d", "-nh", "-aet", aet, "-aec", aec, *extra, host, str(port), *files],
-               timeout=timeout, env=env)
+    proc = run(
+        ["storescu", "-d", "-nh", "-aet", aet, "-aec", aec, *extra, host, str(port), *files], timeout=timeout, env=env
+    )
     return parse_storescu_log(proc.stdout + "\n" + proc.stderr, files), proc
 
 
@@ -147,9 +174,10 @@ def file_syntax(path: str | os.PathLike[str]) -> tuple[str, str] | None:
     """(SOP Class UID, Transfer Syntax UID) from a file's meta information, or ``None``."""
     try:
         meta = pydicom.filereader.read_file_meta_info(path)
-        return str(meta.MediaStorageSOPClassUID).strip(), str(meta.TransferSyntaxUID).strip()
+        found = str(meta.get("MediaStorageSOPClassUID", "")).strip(), str(meta.get("TransferSyntaxUID", "")).strip()
     except Exception:  # noqa: BLE001 - not a Part-10 file: let storescu say so
         return None
+    return found if all(found) else None
 
 
 @dataclass
@@ -164,9 +192,16 @@ class CorpusRun:
         return [o for o in self.outcomes.values() if o.outcome == outcome]
 
 
-def store_in_own_syntax(port: int, files: Sequence[str | os.PathLike[str]], workdir: Path, *, aec: str,
-                        aet: str = "STORESCU", env: Mapping[str, str] | None = None,
-                        timeout: float = 300) -> CorpusRun:
+def store_in_own_syntax(
+    port: int,
+    files: Sequence[str | os.PathLike[str]],
+    workdir: Path,
+    *,
+    aec: str,
+    aet: str = "STORESCU",
+    env: Mapping[str, str] | None = None,
+    timeout: float = 300,
+) -> CorpusRun:
     """storescu every file in its own transfer syntax (no conversion by storescu).
 
     Files are grouped by transfer syntax; for each group a storescu configuration
@@ -200,7 +235,9 @@ def store_in_own_syntax(port: int, files: Sequence[str | os.PathLike[str]], work
     config = workdir / "storescu-corpus.cfg"
     config.write_text("\n".join(lines) + "\n")
     result = CorpusRun()
-    runs: list[tuple[list[str], list[str]]] = [(["-xf", str(config), f"P{n}"], g) for n, g in enumerate(groups.values())]
+    runs: list[tuple[list[str], list[str]]] = [
+        (["-xf", str(config), f"P{n}"], g) for n, g in enumerate(groups.values())
+    ]
     if unreadable:
         runs.append(([], unreadable))
     for extra, group in runs:
@@ -223,38 +260,115 @@ def _key_args(keys: Mapping[str, str] | Sequence[tuple[str, str]]) -> list[str]:
     return out
 
 
-def findscu(port: int, level: str, keys: Mapping[str, str] | Sequence[tuple[str, str]], workdir: Path, *,
-            aec: str, model: str = "-S", aet: str = "FINDSCU", host: str = LOOPBACK,
-            extra: Sequence[str] = (), timeout: float = 60) -> tuple[list[pydicom.Dataset], subprocess.CompletedProcess[str]]:
+def findscu(
+    port: int,
+    level: str,
+    keys: Mapping[str, str] | Sequence[tuple[str, str]],
+    workdir: Path,
+    *,
+    aec: str,
+    model: str = "-S",
+    aet: str = "FINDSCU",
+    host: str = LOOPBACK,
+    extra: Sequence[str] = (),
+    timeout: float = 60,
+) -> tuple[list[pydicom.Dataset], subprocess.CompletedProcess[str]]:
     """C-FIND; returns the pending-response identifiers (read from ``findscu -X`` files) and the run."""
     workdir.mkdir(parents=True, exist_ok=True)
     for old in workdir.glob("rsp*.dcm"):
         old.unlink()
-    args = ["findscu", "-v", model, "-aet", aet, "-aec", aec, "-X", "-od", str(workdir),
-            "-k", f"QueryRetrieveLevel={level}", *_key_args(keys), *extra, host, str(port)]
+    args = [
+        "findscu",
+        "-v",
+        model,
+        "-aet",
+        aet,
+        "-aec",
+        aec,
+        "-X",
+        "-od",
+        str(workdir),
+        "-k",
+        f"QueryRetrieveLevel={level}",
+        *_key_args(keys),
+        *extra,
+        host,
+        str(port),
+    ]
     proc = run(args, timeout=timeout)
     found = [pydicom.dcmread(p) for p in sorted(workdir.glob("rsp*.dcm"))]
     return found, proc
 
 
-def getscu(port: int, level: str, keys: Mapping[str, str] | Sequence[tuple[str, str]], outdir: Path, *, aec: str,
-           model: str = "-S", aet: str = "GETSCU", host: str = LOOPBACK, extra: Sequence[str] = (),
-           timeout: float = 300) -> tuple[list[Path], subprocess.CompletedProcess[str]]:
+def getscu(
+    port: int,
+    level: str,
+    keys: Mapping[str, str] | Sequence[tuple[str, str]],
+    outdir: Path,
+    *,
+    aec: str,
+    model: str = "-S",
+    aet: str = "GETSCU",
+    host: str = LOOPBACK,
+    extra: Sequence[str] = (),
+    timeout: float = 300,
+) -> tuple[list[Path], subprocess.CompletedProcess[str]]:
     """C-GET into ``outdir``; returns the files received (bit-preserving) and the run."""
     outdir.mkdir(parents=True, exist_ok=True)
     before = set(outdir.iterdir())
-    args = ["getscu", "-v", model, "+B", "-aet", aet, "-aec", aec, "-od", str(outdir),
-            "-k", f"QueryRetrieveLevel={level}", *_key_args(keys), *extra, host, str(port)]
+    args = [
+        "getscu",
+        "-v",
+        model,
+        "+B",
+        "-aet",
+        aet,
+        "-aec",
+        aec,
+        "-od",
+        str(outdir),
+        "-k",
+        f"QueryRetrieveLevel={level}",
+        *_key_args(keys),
+        *extra,
+        host,
+        str(port),
+    ]
     proc = run(args, timeout=timeout)
     return sorted(set(outdir.iterdir()) - before), proc
 
 
-def movescu(port: int, level: str, keys: Mapping[str, str] | Sequence[tuple[str, str]], *, destination: str,
-            aec: str, model: str = "-S", aet: str = "MOVESCU", host: str = LOOPBACK,
-            extra: Sequence[str] = (), timeout: float = 300) -> subprocess.CompletedProcess[str]:
+def movescu(
+    port: int,
+    level: str,
+    keys: Mapping[str, str] | Sequence[tuple[str, str]],
+    *,
+    destination: str,
+    aec: str,
+    model: str = "-S",
+    aet: str = "MOVESCU",
+    host: str = LOOPBACK,
+    extra: Sequence[str] = (),
+    timeout: float = 300,
+) -> subprocess.CompletedProcess[str]:
     """C-MOVE to ``destination`` (an AE the SCP knows)."""
-    args = ["movescu", "-v", model, "-aet", aet, "-aec", aec, "-aem", destination,
-            "-k", f"QueryRetrieveLevel={level}", *_key_args(keys), *extra, host, str(port)]
+    args = [
+        "movescu",
+        "-v",
+        model,
+        "-aet",
+        aet,
+        "-aec",
+        aec,
+        "-aem",
+        destination,
+        "-k",
+        f"QueryRetrieveLevel={level}",
+        *_key_args(keys),
+        *extra,
+        host,
+        str(port),
+    ]
     return run(args, timeout=timeout)
 
 
@@ -282,17 +396,34 @@ class Storescp:
         Accept every transfer syntax it knows (``+xa``), so objects arrive as stored.
     """
 
-    def __init__(self, workdir: Path, ae_title: str = "STORESCP", *, accept_all: bool = True,
-                 extra: Sequence[str] = (), env: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        ae_title: str = "STORESCP",
+        *,
+        accept_all: bool = True,
+        extra: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
+    ) -> None:
         self.workdir = workdir
         self.ae_title = ae_title
         self.port = free_port()
         self.outdir = workdir / "in"
         self.outdir.mkdir(parents=True, exist_ok=True)
-        args = ["storescp", "-aet", ae_title, "+B", "-od", str(self.outdir), *(["+xa"] if accept_all else []),
-                *extra, str(self.port)]
-        self.process = ManagedProcess(args, workdir / "storescp.log", name="storescp",
-                                      env={**os.environ, **(env or {})})
+        args = [
+            "storescp",
+            "-aet",
+            ae_title,
+            "+B",
+            "-od",
+            str(self.outdir),
+            *(["+xa"] if accept_all else []),
+            *extra,
+            str(self.port),
+        ]
+        self.process = ManagedProcess(
+            args, workdir / "storescp.log", name="storescp", env={**os.environ, **(env or {})}
+        )
 
     def start(self) -> Storescp:
         self.process.start()

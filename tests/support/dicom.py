@@ -54,9 +54,7 @@ def make_instance(
     ds.Rows, ds.Columns = rows, columns
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
     rng = np.random.default_rng(seed)
-    ds.PixelData = rng.integers(
-        0, 4096, size=(rows, columns), dtype=np.uint16
-    ).tobytes()
+    ds.PixelData = rng.integers(0, 4096, size=(rows, columns), dtype=np.uint16).tobytes()
     return ds
 
 

@@ -5,6 +5,7 @@ raw PDUs, process memory.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import io
 import socket
@@ -19,6 +20,7 @@ from pydicom.dataset import Dataset
 
 from dicom_scp import DicomServer
 from pacs_lite.archive import Archive
+from pacs_lite.config import Peer
 from tests.support.net import LOOPBACK
 from tests.support.pacs import make_config
 
@@ -29,19 +31,24 @@ LITTLE_ENDIAN_NATIVE = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.100
 
 
 @contextlib.contextmanager
-def running_scp(base_dir: Path, *, peers: list[dict[str, Any]] | None = None, index_url: str | None = None,
-                server_kwargs: dict[str, Any] | None = None, **sections: dict[str, Any]) -> Iterator[tuple[DicomServer, Archive]]:
+def running_scp(
+    base_dir: Path,
+    *,
+    peers: list[dict[str, Any]] | None = None,
+    index_url: str | None = None,
+    server_kwargs: dict[str, Any] | None = None,
+    **sections: dict[str, Any],
+) -> Iterator[tuple[DicomServer, Archive]]:
     """An archive under ``base_dir`` (no compression) served on a free port, shut down afterwards.
 
-    ``peers`` are ``[dicom.peers]`` tables; ``sections`` override configuration keys.
+    ``peers`` are ``[[dicom.peers]]`` tables (ae_title, host, port); ``sections`` override
+    configuration keys.
     """
     dicom = {"port": 0, "ae_title": SCP_AET, **sections.pop("dicom", {})}
     compression = {"transfer_syntax": "none", **sections.pop("compression", {})}
     config = make_config(base_dir, index_url=index_url, dicom=dicom, compression=compression, **sections)
     if peers:
-        from pacs_lite.config import _parse_peers
-
-        config = type(config)(config.values, _parse_peers(peers), config.source, config.base_dir)
+        config = dataclasses.replace(config, peers=tuple(Peer(**p) for p in peers))
     archive = Archive(config)
     server = DicomServer(archive, config, **(server_kwargs or {}))
     server.start()

@@ -78,8 +78,9 @@ class LiveServer:
     def __enter__(self) -> Self:
         return self.start()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.stop()
 
 
@@ -125,14 +126,20 @@ def stow_content_type(boundary: str) -> str:
     return f'multipart/related; type="application/dicom"; boundary={boundary}'
 
 
-def stow(base: str, blobs: Sequence[bytes], *, study: str | None = None, chunked: bool = False,
-         boundary: str = "test-boundary-7d1f") -> requests.Response:
+def stow(
+    base: str,
+    blobs: Sequence[bytes],
+    *,
+    study: str | None = None,
+    chunked: bool = False,
+    boundary: str = "test-boundary-7d1f",
+) -> requests.Response:
     """POST Part-10 blobs to STOW-RS (optionally with chunked transfer encoding)."""
     body = encode_multipart(dicom_parts(blobs), boundary)
     url = f"{base}/studies" + (f"/{study}" if study else "")
     data: bytes | Iterator[bytes] = body
     if chunked:
-        data = (body[i:i + 65536] for i in range(0, len(body), 65536))
+        data = (body[i : i + 65536] for i in range(0, len(body), 65536))
     return requests.post(url, data=data, headers={"Content-Type": stow_content_type(boundary)}, timeout=120)
 
 
@@ -155,8 +162,8 @@ def split_multipart(response: requests.Response) -> list[tuple[dict[str, str], b
     assert body.startswith(b"--" + boundary + CRLF), body[:100]
     closing = CRLF + b"--" + boundary + b"--"
     end = body.rindex(closing)
-    assert body[end + len(closing):] in (b"", CRLF), "bytes after the closing boundary"
-    chunks = body[len(boundary) + 4:end].split(CRLF + b"--" + boundary + CRLF)
+    assert body[end + len(closing) :] in (b"", CRLF), "bytes after the closing boundary"
+    chunks = body[len(boundary) + 4 : end].split(CRLF + b"--" + boundary + CRLF)
     parts = []
     for chunk in chunks:
         head, sep, content = chunk.partition(CRLF + CRLF)
@@ -182,9 +189,18 @@ def part10(ds: Dataset, *, preamble: bytes | None = None) -> bytes:
     return data
 
 
-def make_instance(*, study: str | None = None, series: str | None = None, sop: str | None = None,
-                  rows: int = 8, columns: int = 8, frames: int = 1, pixels: bool = True,
-                  sop_class: str = "1.2.840.10008.5.1.4.1.1.7", **attributes: Any) -> Dataset:
+def make_instance(
+    *,
+    study: str | None = None,
+    series: str | None = None,
+    sop: str | None = None,
+    rows: int = 8,
+    columns: int = 8,
+    frames: int = 1,
+    pixels: bool = True,
+    sop_class: str = "1.2.840.10008.5.1.4.1.1.7",
+    **attributes: Any,
+) -> Dataset:
     """A small, valid instance (Explicit VR LE, 16-bit monochrome) with ``attributes`` set."""
     ds = Dataset()
     ds.file_meta = FileMetaDataset()

@@ -54,9 +54,16 @@ class Orthanc:
         Keys merged into the generated configuration last.
     """
 
-    def __init__(self, workdir: str | os.PathLike[str], *, aet: str = "ORTHANC",
-                 modalities: Mapping[str, tuple[str, str, int]] | None = None, dicomweb: bool = False,
-                 tcp_nodelay: bool = True, extra_config: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        workdir: str | os.PathLike[str],
+        *,
+        aet: str = "ORTHANC",
+        modalities: Mapping[str, tuple[str, str, int]] | None = None,
+        dicomweb: bool = False,
+        tcp_nodelay: bool = True,
+        extra_config: Mapping[str, Any] | None = None,
+    ) -> None:
         self.workdir = Path(workdir)
         self.aet = aet
         self.http_port, self.dicom_port = free_ports(2)
@@ -123,8 +130,9 @@ class Orthanc:
         env = dict(os.environ)
         if self.tcp_nodelay:
             env["TCP_NODELAY"] = "1"
-        self.process = ManagedProcess([ORTHANC_BINARY, str(self.config_path)], self.log_path, env=env,
-                                      cwd=self.workdir, name="Orthanc")
+        self.process = ManagedProcess(
+            [ORTHANC_BINARY, str(self.config_path)], self.log_path, env=env, cwd=self.workdir, name="Orthanc"
+        )
         self.process.start()
         try:
             self.process.wait_until(self._ready, timeout=timeout, what="serving REST and DICOM")
@@ -158,11 +166,21 @@ class Orthanc:
 
     # -- REST ------------------------------------------------------------------------------------
 
-    def rest(self, path: str, method: str = "GET", *, json_body: Any = None, data: bytes | str | None = None,
-             raw: bool = False, timeout: float = 120.0, headers: Mapping[str, str] | None = None) -> Any:
+    def rest(
+        self,
+        path: str,
+        method: str = "GET",
+        *,
+        json_body: Any = None,
+        data: bytes | str | None = None,
+        raw: bool = False,
+        timeout: float = 120.0,
+        headers: Mapping[str, str] | None = None,
+    ) -> Any:
         """Call the REST API; JSON answers are decoded unless ``raw`` (then the bytes)."""
-        response = self.session.request(method, self.url + path, json=json_body, data=data, timeout=timeout,
-                                        headers=dict(headers or {}))
+        response = self.session.request(
+            method, self.url + path, json=json_body, data=data, timeout=timeout, headers=dict(headers or {})
+        )
         if response.status_code >= 400:
             raise OrthancError(f"{method} {path}: HTTP {response.status_code}: {response.text[:1000]}")
         if raw:

@@ -12,9 +12,7 @@ import pydicom.data
 from pacs_lite.config import Config, load_config
 
 
-def make_config(
-    base_dir: Path, *, index_url: str | None = None, **sections: dict[str, Any]
-) -> Config:
+def make_config(base_dir: Path, *, index_url: str | None = None, **sections: dict[str, Any]) -> Config:
     """Embedded defaults rooted in ``base_dir`` with ``sections`` overridden (no environment)."""
     cfg = load_config(None, environ={}, base_dir=base_dir)
     overrides: dict[str, dict[str, Any]] = {k: dict(v) for k, v in sections.items()}
@@ -26,11 +24,7 @@ def make_config(
 def pydicom_test_files() -> list[Path]:
     """Every file in pydicom's own test data folder."""
     root = Path(pydicom.data.__file__).parent / "test_files"
-    return sorted(
-        Path(p)
-        for p in glob.glob(str(root / "**" / "*"), recursive=True)
-        if os.path.isfile(p)
-    )
+    return sorted(Path(p) for p in glob.glob(str(root / "**" / "*"), recursive=True) if os.path.isfile(p))
 
 
 def pydicom_data_files() -> list[Path]:
@@ -38,11 +32,7 @@ def pydicom_data_files() -> list[Path]:
     import data_store
 
     root = Path(data_store.__file__).parent / "data"
-    return sorted(
-        Path(p)
-        for p in glob.glob(str(root / "**" / "*"), recursive=True)
-        if os.path.isfile(p)
-    )
+    return sorted(Path(p) for p in glob.glob(str(root / "**" / "*"), recursive=True) if os.path.isfile(p))
 
 
 def corpus_files() -> list[Path]:

@@ -35,9 +35,7 @@ def _can_connect(url: str) -> bool:
 def _pg_bin() -> Path:
     found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
     if not found:
-        raise RuntimeError(
-            "PostgreSQL binaries not found: install the Debian package 'postgresql'"
-        )
+        raise RuntimeError("PostgreSQL binaries not found: install the Debian package 'postgresql'")
     return Path(found[-1]).parent
 
 

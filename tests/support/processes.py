@@ -142,9 +142,7 @@ class ManagedProcess:
             return ""
         return "\n".join(text.splitlines()[-lines:])
 
-    def wait_until(
-        self, ready: Callable[[], bool], timeout: float = 20.0, what: str = "ready"
-    ) -> float:
+    def wait_until(self, ready: Callable[[], bool], timeout: float = 20.0, what: str = "ready") -> float:
         """Poll ``ready()`` until true; return the seconds waited.
 
         Raises
@@ -157,15 +155,11 @@ class ManagedProcess:
         while True:
             if not self.running:
                 code = self.proc.returncode if self.proc else None
-                raise RuntimeError(
-                    f"{self.name} exited (code {code}) before {what}:\n{self.log_tail()}"
-                )
+                raise RuntimeError(f"{self.name} exited (code {code}) before {what}:\n{self.log_tail()}")
             if ready():
                 return time.monotonic() - started
             if time.monotonic() - started > timeout:
-                raise RuntimeError(
-                    f"{self.name} not {what} after {timeout:.0f} s:\n{self.log_tail()}"
-                )
+                raise RuntimeError(f"{self.name} not {what} after {timeout:.0f} s:\n{self.log_tail()}")
             time.sleep(0.05)
 
 

@@ -14,6 +14,7 @@ ports, so reliability tests can take the store away mid-ingest and bring it back
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import stat
@@ -75,6 +76,16 @@ def _admin_ports(avoid: set[int]) -> tuple[int, int]:
     raise RuntimeError("no free admin port pair (p, p + 10000) on 127.0.0.1")
 
 
+def _parse_volume_ids(text: str) -> set[int]:
+    """Parse the master's ``VolumeIds`` field: ``" 1 3-5"`` -> ``{1, 3, 4, 5}``."""
+    ids: set[int] = set()
+    for part in text.split():
+        low, _, high = part.partition("-")
+        if low.isdigit() and (not high or high.isdigit()):
+            ids.update(range(int(low), int(high or low) + 1))
+    return ids
+
+
 class SeaweedFS:
     """One ``weed mini`` server with its data under ``base_dir``.
 
@@ -121,6 +132,7 @@ class SeaweedFS:
         self.admin_port, self.admin_grpc_port = _admin_ports(avoid=set(ports))
         self.socket_dir = self._make_socket_dir()
         self.startup_seconds: float | None = None
+        self._expected_volumes: set[int] = set()
         self._process: ManagedProcess | None = None
 
     def _make_socket_dir(self) -> Path:
@@ -192,11 +204,7 @@ class SeaweedFS:
         ]
 
     def _env(self) -> dict[str, str]:
-        env = {
-            k: v
-            for k, v in os.environ.items()
-            if not k.startswith(("AWS_", "S3_", "WEED_"))
-        }
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "S3_", "WEED_"))}
         env.update(
             AWS_ACCESS_KEY_ID=self.access_key,
             AWS_SECRET_ACCESS_KEY=self.secret_key,
@@ -225,6 +233,7 @@ class SeaweedFS:
             cwd=self.base_dir,
             name="weed mini",
         )
+        self._expected_volumes = self._local_volume_ids()
         started = time.monotonic()
         self._process.start()
         try:
@@ -243,9 +252,9 @@ class SeaweedFS:
         """
         if not all(port_is_open(LOOPBACK, port) for port in self.ports.values()):
             return False
-        http = urllib3.PoolManager(
-            timeout=urllib3.Timeout(connect=1.0, read=2.0), retries=False
-        )
+        if not self._volumes_registered():
+            return False
+        http = urllib3.PoolManager(timeout=urllib3.Timeout(connect=1.0, read=2.0), retries=False)
         try:
             self.client(http).list_buckets()
         except Exception:  # noqa: BLE001 - any failure just means "not yet"
@@ -253,6 +262,40 @@ class SeaweedFS:
         finally:
             http.clear()
         return True
+
+    def _local_volume_ids(self) -> set[int]:
+        """Ids of the volumes on disk (``<collection>_<id>.dat`` or ``<id>.dat``)."""
+        ids = set()
+        for path in self.data_dir.glob("*.dat"):
+            tail = path.stem.rpartition("_")[2]
+            if tail.isdigit():
+                ids.add(int(tail))
+        return ids
+
+    def _volumes_registered(self) -> bool:
+        """Whether the master knows a volume server and every volume already on disk.
+
+        After a restart the volume server's first heartbeat can reach the master
+        before its Raft state is resumed; it is refused and retried only ~5 s later.
+        Until then S3 answers, but reads fail with "volume not found" and writes hang.
+        """
+        url = f"http://{LOOPBACK}:{self.master_port}/dir/status"
+        http = urllib3.PoolManager(timeout=urllib3.Timeout(connect=1.0, read=2.0), retries=False)
+        try:
+            status = json.loads(http.request("GET", url).data)
+        except (urllib3.exceptions.HTTPError, ValueError):
+            return False
+        finally:
+            http.clear()
+        topology = status.get("Topology") or {}
+        known: set[int] = set()
+        nodes = 0
+        for centre in topology.get("DataCenters") or []:
+            for rack in centre.get("Racks") or []:
+                for node in rack.get("DataNodes") or []:
+                    nodes += 1
+                    known |= _parse_volume_ids(str(node.get("VolumeIds", "")))
+        return nodes > 0 and self._expected_volumes <= known
 
     def stop(self, timeout: float = 20.0) -> None:
         """Stop gracefully (SIGTERM, SIGKILL after ``timeout``); data stays for :meth:`start`."""
@@ -276,10 +319,7 @@ class SeaweedFS:
             "admin": self.admin_grpc_port,
         }
         for component in _GRPC_SOCKET_COMPONENTS:
-            path = (
-                Path("/tmp")
-                / f"seaweedfs-{component}-grpc-{grpc_ports[component]}.sock"
-            )
+            path = Path("/tmp") / f"seaweedfs-{component}-grpc-{grpc_ports[component]}.sock"
             with contextlib.suppress(FileNotFoundError):
                 if stat.S_ISSOCK(path.lstat().st_mode):
                     path.unlink()
