@@ -51,6 +51,7 @@ EXPLICIT_LE = dicomfile.EXPLICIT_LE
 IMPLICIT_LE = dicomfile.IMPLICIT_LE
 UNCOMPRESSED = (EXPLICIT_LE, IMPLICIT_LE)
 VERIFICATION = "1.2.840.10008.1.1"
+LITTLE_ENDIAN_NATIVE = frozenset({IMPLICIT_LE, EXPLICIT_LE, dicomfile.DEFLATED_LE})
 MAX_CONTEXTS = 128
 MAX_COMMITMENT_REFERENCES = 50_000
 
@@ -332,7 +333,7 @@ class DimseServices:
             log.info("retrieve: the peer accepted no presentation context for SOP class %s", inst.sop_class_uid)
             return failed
         try:
-            delivered = self.archive.retrieval.deliver(inst, list(accepted))
+            delivered = self.archive.retrieval.deliver(inst, deliverable(inst.transfer_syntax_uid, accepted))
             return dicomfile.read_part10(delivered.data)
         except RetrievalError as exc:
             log.warning("retrieve: instance cannot be delivered (%s): %s", exc.kind, exc)
@@ -396,6 +397,20 @@ def accepted_syntaxes(assoc: Association, sop_class_uid: str) -> list[str]:
              if cx.abstract_syntax == sop_class_uid and cx.as_scu]
     ordered = [ts for ts in UNCOMPRESSED if ts in found]
     return ordered + [ts for ts in dict.fromkeys(found) if ts not in ordered]
+
+
+def deliverable(stored: str, accepted: Sequence[str]) -> list[str]:
+    """The syntaxes to ask :meth:`RetrievalService.deliver` for.
+
+    An object stored in a little-endian native syntax (implicit, explicit or deflated)
+    is sent as stored when the peer accepted another of those: pynetdicom re-encodes
+    the VR form (explicit/implicit, deflate) when it writes the C-STORE, which is
+    lossless and cheap; it never converts across endianness or compression. Any other
+    difference is real transcoding, done by the retrieval service.
+    """
+    if stored in LITTLE_ENDIAN_NATIVE and stored not in accepted and any(ts in LITTLE_ENDIAN_NATIVE for ts in accepted):
+        return [stored]
+    return list(accepted)
 
 
 def move_contexts(instances: Sequence[StoredInstance]) -> list[PresentationContext]:

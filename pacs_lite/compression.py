@@ -171,13 +171,16 @@ def worker_main(config: Config, stop: multiprocessing.synchronize.Event | None =
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     except (ValueError, OSError):
         log.warning("could not set the worker memory limit")
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when we stop
+    # the parent decides when we stop (SIGTERM to the process group must not cut a job short)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    parent = os.getppid()
     archive = Archive(config, migrate=False)
     name = f"{socket.gethostname()}:{os.getpid()}"
     timeout = config.get("compression", "timeout_seconds")
     idle = 0.05
     try:
-        while stop is None or not stop.is_set():
+        while (stop is None or not stop.is_set()) and (once or os.getppid() == parent):
             try:
                 worked = run_one_job(archive, name, timeout)
             except CatalogUnavailable:
@@ -224,7 +227,7 @@ class CompressionWorkers:
     def _watch(self) -> None:
         while not self._stop.wait(1.0):
             for i, proc in enumerate(self._procs):
-                if not proc.is_alive():
+                if not proc.is_alive() and not self._stop.is_set():
                     log.warning("compression worker exited (code %s); starting another", proc.exitcode)
                     self._procs[i] = self._spawn()
 

@@ -60,8 +60,9 @@ def element_json(vr: str, value: Any) -> dict[str, Any]:
     if value is None or value == "" or value == []:
         return {"vr": vr}
     values = value if isinstance(value, list) else [value]
-    if vr == "PN":
-        return {"vr": vr, "Value": [{"Alphabetic": str(v)} for v in values]}
+    if vr == "PN":  # "Alphabetic=Ideographic=Phonetic" groups; index values join several with "\"
+        names = [n for v in values for n in str(v).split("\\")]
+        return {"vr": vr, "Value": [_pn_groups(n) for n in names]}
     if vr == "IS":
         return {"vr": vr, "Value": [int(v) for v in values]}
     if vr == "DS":
@@ -69,6 +70,11 @@ def element_json(vr: str, value: Any) -> dict[str, Any]:
     if vr in NUMBER_VRS:
         return {"vr": vr, "Value": [v for v in values]}
     return {"vr": vr, "Value": [str(v) for v in values]}
+
+
+def _pn_groups(name: str) -> dict[str, str]:
+    groups = dict(zip(("Alphabetic", "Ideographic", "Phonetic"), name.split("=")[:3], strict=False))
+    return {key: text for key, text in groups.items() if text} or {"Alphabetic": ""}
 
 
 def dataset_json(elements: Iterable[tuple[int, str, Any]]) -> dict[str, Any]:

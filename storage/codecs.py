@@ -1225,10 +1225,12 @@ def decompress(
 
     Notes
     -----
-    Lossless sources keep their stored colour values (JPEG 2000 ``YBR_RCT``/``ICT``
-    come back as ``RGB``, which is what the codestream holds). Lossy sources are
-    converted to ``RGB`` as viewers expect, and get *Lossy Image Compression* "01"
-    (plus the method, if absent) because their pixels are not the originals.
+    Sources in a lossless syntax keep their stored values exactly, colour model
+    included (JPEG 2000 ``YBR_RCT`` comes back as ``RGB``, which is what the
+    codestream reconstructs). Sources in a lossy syntax are converted to ``RGB`` as
+    viewers expect. Lossy sources (see :func:`is_lossy`) get *Lossy Image
+    Compression* "01" (plus the method, if absent) because their pixels are not the
+    originals.
     Native sources are only re-encoded (byte order, VR); the pixel bytes are not
     decoded, so 1-bit and ``YBR_FULL_422`` data survive unchanged.
 
@@ -1252,7 +1254,10 @@ def decompress(
         return out
 
     lossy = is_lossy(ds)
-    arr, properties, geometry = _decode(ds, raw=not lossy, max_pixel_bytes=max_pixel_bytes)
+    # Colour conversion (YBR_FULL/_422 -> RGB) is itself lossy (rounding), so only
+    # codestreams of a lossy syntax get it; lossless syntaxes keep the stored values.
+    convert = is_lossy_syntax(syntax)
+    arr, properties, geometry = _decode(ds, raw=not convert, max_pixel_bytes=max_pixel_bytes)
     arr = _normalise(arr, geometry)
     if geometry.bits_allocated == 1:
         data = np.packbits(arr.ravel(), bitorder="little").tobytes()
@@ -1302,6 +1307,8 @@ def transcode(ds: Dataset, target_uid: str, *, max_pixel_bytes: int = DEFAULT_MA
         return ds
     if target in _NATIVE_TARGETS:
         return decompress(ds, target, max_pixel_bytes=max_pixel_bytes)
+    if target == ExplicitVRBigEndian:
+        raise CodecUnsupported("Explicit VR Big Endian is retired: only little endian native syntaxes are written")
     if target not in LOSSLESS_SYNTAXES.values():
         raise CodecUnsupported(f"cannot produce transfer syntax {target}")
     if is_lossy(ds):

@@ -284,8 +284,8 @@ def render(
     out = io.BytesIO()
     if media_type == "image/jpeg":
         image.save(out, format="JPEG", quality=int(quality))
-    else:
-        image.save(out, format="PNG")
+    else:  # zlib level 1: about 5x faster than Pillow's default 6, some 15% larger
+        image.save(out, format="PNG", compress_level=1)
     return out.getvalue()
 
 

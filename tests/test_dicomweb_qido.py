@@ -164,7 +164,8 @@ def test_ohif_instance_fallback_request(env: Fixture) -> None:
     ({"StudyTime": "1015-1016"}, "nguyen"),
     ({"AccessionNumber": "ACC-3"}, "obrien"),
     ({"StudyDescription": "ct chest"}, "nguyen"),
-    ({"StudyDescription": "*low*"}, None),
+    ({"StudyDescription": "*low*"}, "obrien"),
+    ({"StudyDescription": "low"}, None),
     ({"ModalitiesInStudy": "PR"}, "obrien"),
     ({"ModalitiesInStudy": "SR\\PR"}, {"nguyen", "obrien"}),
     ({"Modality": "MR"}, "smith"),
@@ -313,3 +314,20 @@ def test_qido_with_dicomweb_client(env: Fixture) -> None:
     assert {value(i, "00280101") for i in instances} == {12}
     paged = client.search_for_studies(search_filters={"PatientID": "PAGE"}, limit=7, offset=3)
     assert len(paged) == 7
+
+
+def test_person_name_groups(env: Fixture) -> None:
+    ds = make_instance(PatientName="Yamada^Tarou=山田^太郎=やまだ^たろう", PatientID="JP001",
+                       SpecificCharacterSet="ISO_IR 192")
+    assert stow(env.server.base, [part10(ds)]).status_code == 200
+    (found,) = studies(env, PatientID="JP001")
+    assert found["00100010"]["Value"] == [{"Alphabetic": "Yamada^Tarou", "Ideographic": "山田^太郎",
+                                          "Phonetic": "やまだ^たろう"}]
+    assert value(found, "00080005") == "ISO_IR 192"
+    assert study_uids(studies(env, PatientName="yamada*")) == {ds.StudyInstanceUID}
+
+
+def test_accept_query_parameter(env: Fixture) -> None:
+    url = f"{env.server.base}/studies"
+    assert requests.get(url, params={"accept": "application/dicom+json"}, timeout=30).status_code == 200
+    assert_json_error(requests.get(url, params={"accept": "text/html"}, timeout=30), 406)

@@ -7,6 +7,7 @@ through :func:`state`.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -16,11 +17,14 @@ from pacs_lite.archive import Archive
 from pacs_lite.catalog import Visibility
 from pacs_lite.config import Config
 
+from .errors import ApiError
+
 if TYPE_CHECKING:
     from .access import AccessPolicy
     from .metadata import MetadataCache
 
 EXTENSION_KEY = "pacs_lite"
+_SAFE_URL = re.compile(r"^https?://[A-Za-z0-9._~%:\[\]-]+(/[A-Za-z0-9._~%/-]*)?$")
 
 
 @dataclass
@@ -50,5 +54,12 @@ def visibility() -> Visibility:
 
 
 def dicomweb_base() -> str:
-    """The public DICOMweb base URL for the current request (``http://host:port/dicomweb``)."""
-    return request.url_root.rstrip("/") + "/dicomweb"
+    """The public DICOMweb base URL for the current request (``http://host:port/dicomweb``).
+
+    It is built from the ``Host`` header and spliced into JSON documents (BulkDataURIs,
+    RetrieveURLs), so anything but a plain URL is refused (400).
+    """
+    base = request.url_root.rstrip("/") + "/dicomweb"
+    if len(base) > 512 or not _SAFE_URL.match(base):
+        raise ApiError(400, "invalid Host header")
+    return base

@@ -25,6 +25,7 @@ import re
 
 from flask import Blueprint, Response, request
 
+from pacs_lite import dicomjson
 from storage import StoreError
 
 from . import metadata, qido, stow, wado
@@ -57,16 +58,26 @@ def _check_path_uids() -> None:
             raise ApiError(400, f"invalid {name} UID in the path")
 
 
+def _accept() -> str | None:
+    """The ``Accept`` header, or the ``accept`` query parameter that replaces it (PS3.18 8.3.3.1)."""
+    values = request.args.getlist("accept")
+    if len(values) > 1:
+        raise ApiError(400, "the accept parameter is given more than once")
+    return values[0] if values else request.headers.get("Accept")
+
+
 # -- QIDO-RS ------------------------------------------------------------------------------------
 
 
 def _search(level: str, **scope: str) -> Response:
-    require_json(request.headers.get("Accept"))
+    require_json(_accept())
     search = qido.parse_search(level, request.args, scope)
     app = state()
+    base = dicomweb_base()
     result = qido.run_search(app.archive.catalog, search, max_limit=app.config.get("http", "qido_max_limit"),
-                             visibility=visibility(), base=dicomweb_base())
-    response = Response(json_bytes(result.objects), mimetype=DICOM_JSON)
+                             visibility=visibility(), base=base)
+    body = dicomjson.resolve_base(json_bytes(result.objects), base)  # BulkDataURIs from stored metadata
+    response = Response(body, mimetype=DICOM_JSON)
     if result.truncated:
         response.headers["Warning"] = LIMIT_WARNING.format(host=request.host)
     return response
@@ -107,7 +118,7 @@ def search_instances() -> Response:
 
 def _retrieve(study: str, series: str | None = None, instance: str | None = None) -> Response:
     app = state()
-    return wado.retrieve_instances(app.archive.catalog, app.archive.retrieval, request.headers.get("Accept"),
+    return wado.retrieve_instances(app.archive.catalog, app.archive.retrieval, _accept(),
                                    study, series, instance, visibility())
 
 
@@ -128,7 +139,7 @@ def retrieve_instance(study: str, series: str, instance: str) -> Response:
 
 @bp.get(STUDY + "/metadata")
 def study_metadata(study: str) -> Response:
-    require_json(request.headers.get("Accept"))
+    require_json(_accept())
     app = state()
     body = metadata.study_body(app.archive.catalog, app.metadata_cache, study, visibility=visibility(),
                                base=dicomweb_base())
@@ -137,7 +148,7 @@ def study_metadata(study: str) -> Response:
 
 @bp.get(SERIES + "/metadata")
 def series_metadata(study: str, series: str) -> Response:
-    require_json(request.headers.get("Accept"))
+    require_json(_accept())
     app = state()
     body = metadata.series_body(app.archive.catalog, app.metadata_cache, study, series, visibility=visibility(),
                                 base=dicomweb_base())
@@ -146,7 +157,7 @@ def series_metadata(study: str, series: str) -> Response:
 
 @bp.get(INSTANCE + "/metadata")
 def instance_metadata(study: str, series: str, instance: str) -> Response:
-    require_json(request.headers.get("Accept"))
+    require_json(_accept())
     body = metadata.instance_body(state().archive.catalog, study, series, instance, visibility=visibility(),
                                   base=dicomweb_base())
     return metadata.respond(body)
@@ -158,14 +169,14 @@ def instance_metadata(study: str, series: str, instance: str) -> Response:
 @bp.get(FRAMES)
 def retrieve_frames(study: str, series: str, instance: str, frames: str) -> Response:
     app = state()
-    return wado.retrieve_frames(app.archive.catalog, app.archive.retrieval, request.headers.get("Accept"),
+    return wado.retrieve_frames(app.archive.catalog, app.archive.retrieval, _accept(),
                                 study, series, instance, frames, visibility())
 
 
 @bp.get(INSTANCE + "/bulk/<path:path>")
 def retrieve_bulk(study: str, series: str, instance: str, path: str) -> Response:
     app = state()
-    return wado.retrieve_bulk(app.archive.catalog, app.archive.retrieval, request.headers.get("Accept"),
+    return wado.retrieve_bulk(app.archive.catalog, app.archive.retrieval, _accept(),
                               study, series, instance, path, visibility())
 
 
@@ -175,7 +186,7 @@ def _rendered(study: str, series: str | None = None, instance: str | None = None
     args = {key: request.args[key] for key in request.args}
     if any(len(request.args.getlist(key)) > 1 for key in request.args):
         raise ApiError(400, "a rendering parameter is given more than once")
-    return wado.retrieve_rendered(app.archive.catalog, app.archive.retrieval, request.headers.get("Accept"), args,
+    return wado.retrieve_rendered(app.archive.catalog, app.archive.retrieval, _accept(), args,
                                   list(request.args), study, series, instance, frames, visibility(),
                                   thumbnail=thumbnail)
 

@@ -128,14 +128,16 @@ def split_list(header: str) -> list[str]:
 def parse_accept(header: str | None) -> list[MediaType]:
     """The media ranges of an ``Accept`` header, most preferred first, without ``q=0``.
 
-    An absent or empty header yields ``[]`` (the caller applies its default).
+    An absent or empty header yields ``[]`` (the caller applies its default); a header
+    that excludes everything is 406.
     """
     if not header or not header.strip():
         return []
     if len(header) > MAX_HEADER_LENGTH:
         raise ApiError(400, "Accept header too long")
-    ranges = [parse_media_type(item) for item in split_list(header)]
-    ranges = [r for r in ranges if r.q > 0]
+    ranges = [r for r in (parse_media_type(item) for item in split_list(header)) if r.q > 0]
+    if not ranges:
+        raise ApiError(406, "the Accept header refuses every media type (q=0)")
     return sorted(ranges, key=lambda r: -r.q)  # sorted() is stable: header order breaks ties
 
 

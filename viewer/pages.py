@@ -55,3 +55,14 @@ def readyz() -> Response:
     if problems:
         return error_response(503, "; ".join(problems), {"Retry-After": "5"})
     return Response(json_bytes({"status": "ready"}), mimetype="application/json")
+
+
+@bp.get("/metrics")
+def metrics() -> Response:
+    """Prometheus metrics of every process of this node, plus archive gauges read from the index."""
+    from prometheus_client import CONTENT_TYPE_LATEST
+
+    from pacs_lite.metrics import render
+
+    return Response(render(state().archive.catalog), mimetype=CONTENT_TYPE_LATEST.split(";")[0],
+                    headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -23,7 +23,7 @@ from pacs_lite.catalog.attributes import ATTRIBUTES, BY_TAG, Attribute, level_ra
 
 from .errors import ApiError
 
-CONTROL_PARAMS = frozenset({"limit", "offset", "fuzzymatching", "includefield"})
+CONTROL_PARAMS = frozenset({"limit", "offset", "fuzzymatching", "includefield", "accept"})
 MAX_OFFSET = 2**31 - 1
 MAX_INCLUDEFIELDS = 256
 MAX_VALUE_LENGTH = 1024

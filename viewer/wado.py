@@ -58,7 +58,7 @@ _INDEX_RE = re.compile(r"^(0|[1-9][0-9]{0,5})$")
 MAX_BULK_DEPTH = 16
 
 RENDER_TYPES = ("image/jpeg", "image/png")
-RENDER_PARAMS = frozenset({"window", "viewport", "quality", "annotation", "charset", "iccprofile"})
+RENDER_PARAMS = frozenset({"window", "viewport", "quality", "annotation", "charset", "iccprofile", "accept"})
 VOI_FUNCTIONS = {"linear": "LINEAR", "linear-exact": "LINEAR_EXACT", "sigmoid": "SIGMOID"}
 DEFAULT_THUMBNAIL_SIZE = 128
 MAX_VIEWPORT = 4096

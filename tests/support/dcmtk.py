@@ -170,14 +170,26 @@ def storescu(
     return parse_storescu_log(proc.stdout + "\n" + proc.stderr, files), proc
 
 
-def file_syntax(path: str | os.PathLike[str]) -> tuple[str, str] | None:
-    """(SOP Class UID, Transfer Syntax UID) from a file's meta information, or ``None``."""
+def file_syntax(path: str | os.PathLike[str]) -> tuple[set[str], str] | None:
+    """(SOP Class UIDs, Transfer Syntax UID) storescu will need for a file, or ``None``.
+
+    The SOP classes are the file meta's and the dataset's (storescu uses the latter;
+    they may differ); for a dataset without meta information the transfer syntax is
+    the encoding pydicom detects.
+    """
     try:
-        meta = pydicom.filereader.read_file_meta_info(path)
-        found = str(meta.get("MediaStorageSOPClassUID", "")).strip(), str(meta.get("TransferSyntaxUID", "")).strip()
-    except Exception:  # noqa: BLE001 - not a Part-10 file: let storescu say so
+        ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
+    except Exception:  # noqa: BLE001 - not DICOM at all: let storescu say so
         return None
-    return found if all(found) else None
+    meta = getattr(ds, "file_meta", None) or {}
+    classes = {str(v).strip() for v in (meta.get("MediaStorageSOPClassUID", ""), ds.get("SOPClassUID", ""))} - {""}
+    ts = str(meta.get("TransferSyntaxUID", "") or "").strip()
+    if not ts:
+        implicit, little = ds.original_encoding
+        if implicit is None or little is None:
+            return None
+        ts = "1.2.840.10008.1.2" if implicit else ("1.2.840.10008.1.2.1" if little else "1.2.840.10008.1.2.2")
+    return (classes, ts) if classes else None
 
 
 @dataclass
@@ -217,9 +229,9 @@ def store_in_own_syntax(
         if found is None:
             unreadable.append(f)
             continue
-        sop_class, ts = found
+        sop_classes, ts = found
         groups.setdefault(ts, []).append(f)
-        classes.setdefault(ts, set()).add(sop_class)
+        classes.setdefault(ts, set()).update(sop_classes)
     workdir.mkdir(parents=True, exist_ok=True)
     lines = ["[[TransferSyntaxes]]"]
     for n, ts in enumerate(groups):

@@ -70,8 +70,7 @@ def pixel_difference(sent: Dataset, got: Dataset) -> str | None:
     Same transfer syntax (or both little-endian native): the encoded pixel bytes must be
     equal. Otherwise the decoded arrays must be equal (lossless transcoding).
     """
-    sent_ts = str(sent.file_meta.TransferSyntaxUID)
-    got_ts = str(got.file_meta.TransferSyntaxUID)
+    sent_ts, got_ts = transfer_syntax(sent), transfer_syntax(got)
     for keyword in PIXEL_KEYWORDS:
         if (keyword in sent) != (keyword in got):
             return f"{keyword} present in only one of them"
@@ -89,6 +88,15 @@ def pixel_difference(sent: Dataset, got: Dataset) -> str | None:
             if a.shape != b.shape or not np.array_equal(a, b):
                 return f"decoded pixels differ ({sent_ts} vs {got_ts})"
     return None
+
+
+def transfer_syntax(ds: Dataset) -> str:
+    """The dataset's transfer syntax: from its file meta, else from the encoding it was read in."""
+    meta = getattr(ds, "file_meta", None)
+    if meta is not None and "TransferSyntaxUID" in meta:
+        return str(meta.TransferSyntaxUID)
+    implicit, little = ds.original_encoding
+    return "1.2.840.10008.1.2" if implicit else ("1.2.840.10008.1.2.1" if little else "1.2.840.10008.1.2.2")
 
 
 def read(path_or_bytes: str | Path | bytes) -> Dataset:

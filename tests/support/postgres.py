@@ -45,10 +45,15 @@ class PostgresServer:
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
         self.process: ManagedProcess | None = None
+        self._command: list[str] = []
         self.admin_url = ""
         self.created: list[str] = []
 
-    def start(self) -> PostgresServer:
+    def start(self, *, private: bool = False) -> PostgresServer:
+        """Use a running server, or start a private one (always, with ``private=True``)."""
+        if private:
+            self._start_private()
+            return self
         candidates = [
             os.environ.get("PACSLITE_TEST_PG_URL", ""),
             "postgresql://postgres@127.0.0.1:5432/postgres",
@@ -84,25 +89,14 @@ class PostgresServer:
             check=True,
             capture_output=True,
         )
-        port = free_port()
-        self.process = ManagedProcess(
-            [
-                *as_user,
-                str(bindir / "postgres"),
-                "-D",
-                str(data),
-                "-p",
-                str(port),
-                "-h",
-                "127.0.0.1",
-                "-k",
-                str(self.workdir),
-                "-c",
-                "fsync=off",
-            ],
-            self.workdir / "postgres.log",
-            name="postgres",
-        ).start()
+        self._command = [*as_user, str(bindir / "postgres"), "-D", str(data), "-p", str(free_port()),
+                         "-h", "127.0.0.1", "-k", str(self.workdir), "-c", "fsync=off"]
+        self.resume()
+
+    def resume(self) -> None:
+        """(Re)start the private server on its data directory and port."""
+        port = int(self._command[self._command.index("-p") + 1])
+        self.process = ManagedProcess(self._command, self.workdir / "postgres.log", name="postgres").start()
         wait_for_port("127.0.0.1", port, timeout=30)
         self.admin_url = f"postgresql://postgres@127.0.0.1:{port}/postgres"
         deadline = time.monotonic() + 30
@@ -110,6 +104,12 @@ class PostgresServer:
             if time.monotonic() > deadline:
                 raise RuntimeError("private PostgreSQL did not accept connections")
             time.sleep(0.2)
+
+    def pause(self) -> None:
+        """Stop the private server (fast shutdown: clients are disconnected)."""
+        assert self.process is not None, "only a private server can be stopped"
+        self.process.stop()
+        self.process = None
 
     def create_database(self) -> str:
         """A new empty database; returns its URL."""
@@ -120,7 +120,7 @@ class PostgresServer:
         return self.admin_url.rsplit("/", 1)[0] + "/" + name
 
     def stop(self) -> None:
-        if self.admin_url and self.process is None:
+        if self.admin_url and not self._command:
             with (
                 contextlib.suppress(psycopg.Error),
                 psycopg.connect(self.admin_url, autocommit=True) as conn,
@@ -130,3 +130,5 @@ class PostgresServer:
         if self.process is not None:
             self.process.stop()
             self.process = None
+        if self._command:
+            shutil.rmtree(self.workdir / "pgdata", ignore_errors=True)

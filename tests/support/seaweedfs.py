@@ -95,6 +95,8 @@ class SeaweedFS:
         Private directory for data, logs, config and sockets (e.g. a pytest tmp dir).
     access_key, secret_key
         Credentials of the S3 admin identity created at start-up.
+    verbosity
+        ``weed``'s glog level (``-v``); raise it to debug SeaweedFS itself.
 
     Attributes
     ----------
@@ -110,11 +112,13 @@ class SeaweedFS:
         base_dir: str | Path,
         access_key: str = "pacs-test-access",
         secret_key: str = "pacs-test-secret-key",
+        verbosity: int = 0,
     ) -> None:
         self.base_dir = Path(base_dir)
         self.data_dir = self.base_dir / "data"
         self.config_dir = self.base_dir / "config"
         self.log_path = self.base_dir / "weed.log"
+        self.verbosity = verbosity
         self.access_key = access_key
         self.secret_key = secret_key
         self.weed = find_weed()
@@ -178,6 +182,7 @@ class SeaweedFS:
         return [
             self.weed,
             "-logtostderr",  # glog to our log file, not /tmp/weed.*
+            f"-v={self.verbosity}",
             f"-config_dir={self.config_dir}",  # never pick up a stray ~/.seaweedfs config
             "mini",
             f"-dir={self.data_dir}",
