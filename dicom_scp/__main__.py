@@ -34,8 +34,9 @@ def main(argv: list[str] | None = None) -> int:
     archive = Archive(config)
     server = DicomServer(archive, config)
     server.start()
-    logging.getLogger("dicom_scp").info("DICOM SCP %s listening on %s:%s", config.get("dicom", "ae_title"),
-                                        config.get("dicom", "host"), server.port)
+    logging.getLogger("dicom_scp").info(
+        "DICOM SCP %s listening on %s:%s", config.get("dicom", "ae_title"), config.get("dicom", "host"), server.port
+    )
     stop.wait()
     server.shutdown()
     archive.close()

@@ -105,9 +105,18 @@ class CommitmentService:
         Seconds between looks at the queue when idle (new requests wake the runner).
     """
 
-    def __init__(self, archive: Archive, config: Config, ae: ApplicationEntity | None = None, *,
-                 retry_base: float = 5.0, retry_max: float = 600.0, max_attempts: int = 30,
-                 poll_interval: float = 2.0, lease_seconds: float = 300.0) -> None:
+    def __init__(
+        self,
+        archive: Archive,
+        config: Config,
+        ae: ApplicationEntity | None = None,
+        *,
+        retry_base: float = 5.0,
+        retry_max: float = 600.0,
+        max_attempts: int = 30,
+        poll_interval: float = 2.0,
+        lease_seconds: float = 300.0,
+    ) -> None:
         self.archive = archive
         self.config = config
         self.ae = ae
@@ -125,9 +134,14 @@ class CommitmentService:
 
     def enqueue(self, calling_ae: str, transaction_uid: str, refs: Sequence[tuple[str, str]]) -> None:
         """Record a request durably and wake the runner."""
-        self.archive.catalog.add_job(JOB_KIND, {
-            "calling_ae": calling_ae, "transaction_uid": transaction_uid, "refs": [list(r) for r in refs],
-        })
+        self.archive.catalog.add_job(
+            JOB_KIND,
+            {
+                "calling_ae": calling_ae,
+                "transaction_uid": transaction_uid,
+                "refs": [list(r) for r in refs],
+            },
+        )
         self._wake.set()
 
     # -- runner --------------------------------------------------------------------------------
@@ -174,18 +188,32 @@ class CommitmentService:
             permanent = isinstance(exc, DeliveryError) and exc.permanent
             message = str(exc) if isinstance(exc, DeliveryError | CatalogUnavailable) else type(exc).__name__
             if permanent or attempts >= self.max_attempts:
-                log.error("storage commitment report %s abandoned after %d attempt(s): %s",
-                          payload.get("transaction_uid", "?"), attempts, message)
+                log.error(
+                    "storage commitment report %s abandoned after %d attempt(s): %s",
+                    payload.get("transaction_uid", "?"),
+                    attempts,
+                    message,
+                )
                 self.archive.catalog.finish_job(job_id, error=message)
             else:
                 delay = min(self.retry_max, self.retry_base * 2 ** (attempts - 1))
-                log.warning("storage commitment report %s not delivered (attempt %d): %s; retry in %.0f s",
-                            payload.get("transaction_uid", "?"), attempts, message, delay)
+                log.warning(
+                    "storage commitment report %s not delivered (attempt %d): %s; retry in %.0f s",
+                    payload.get("transaction_uid", "?"),
+                    attempts,
+                    message,
+                    delay,
+                )
                 self.archive.catalog.finish_job(job_id, error=message, retry_in=delay)
             return True
         self.archive.catalog.finish_job(job_id)
-        log.info("storage commitment report %s sent to %s: %d committed, %d failed",
-                 result.transaction_uid, payload.get("calling_ae", "?"), len(result.committed), len(result.failed))
+        log.info(
+            "storage commitment report %s sent to %s: %d committed, %d failed",
+            result.transaction_uid,
+            payload.get("calling_ae", "?"),
+            len(result.committed),
+            len(result.failed),
+        )
         return True
 
     # -- work ----------------------------------------------------------------------------------
@@ -230,15 +258,22 @@ class CommitmentService:
         if self.ae is None:
             raise DeliveryError("no application entity to send with", permanent=True)
         assoc = self.ae.associate(
-            peer.host, peer.port, contexts=[build_context(STORAGE_COMMITMENT_PUSH)], ae_title=peer.ae_title,
+            peer.host,
+            peer.port,
+            contexts=[build_context(STORAGE_COMMITMENT_PUSH)],
+            ae_title=peer.ae_title,
             ext_neg=[build_role(STORAGE_COMMITMENT_PUSH, scu_role=False, scp_role=True)],
             max_pdu=self.config["dicom"]["max_pdu_length"],
         )
         if not assoc.is_established:
             raise DeliveryError(f"cannot associate with {peer.ae_title} at {peer.host}:{peer.port}")
         try:
-            rsp, _ = assoc.send_n_event_report(result.report(self.config["dicom"]["ae_title"]), result.event_type,
-                                               STORAGE_COMMITMENT_PUSH, STORAGE_COMMITMENT_INSTANCE)
+            rsp, _ = assoc.send_n_event_report(
+                result.report(self.config["dicom"]["ae_title"]),
+                result.event_type,
+                STORAGE_COMMITMENT_PUSH,
+                STORAGE_COMMITMENT_INSTANCE,
+            )
         finally:
             if assoc.is_established:
                 assoc.release()

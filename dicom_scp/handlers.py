@@ -114,8 +114,16 @@ class AssociationLog:
         else:
             outcome = "closed"
         ops = ", ".join(f"{k} {v}" for k, v in sorted(stats.operations.items())) or "no operations"
-        log.info("association from %s at %s %s after %.2f s: %d stored, %d failed; %s",
-                 calling_ae(assoc), peer_address(assoc), outcome, duration, stats.stored, stats.failed, ops)
+        log.info(
+            "association from %s at %s %s after %.2f s: %d stored, %d failed; %s",
+            calling_ae(assoc),
+            peer_address(assoc),
+            outcome,
+            duration,
+            stats.stored,
+            stats.failed,
+            ops,
+        )
 
 
 def calling_ae(assoc: Association) -> str:
@@ -163,8 +171,9 @@ class DimseServices:
         Queue for storage commitment requests.
     """
 
-    def __init__(self, archive: Archive, config: Config, associations: AssociationLog,
-                 commitment: CommitmentService) -> None:
+    def __init__(
+        self, archive: Archive, config: Config, associations: AssociationLog, commitment: CommitmentService
+    ) -> None:
         self.archive = archive
         self.config = config
         self.ae_title = config["dicom"]["ae_title"]
@@ -195,8 +204,7 @@ class DimseServices:
         address = peer_address(assoc)
         if any(p.ae_title == title and host_matches(p.host, address) for p in self.config.peers):
             return
-        log.warning("association rejected: calling AE %r at %s is not a configured peer",
-                    safe_text(title, 16), address)
+        log.warning("association rejected: calling AE %r at %s is not a configured peer", safe_text(title, 16), address)
         assoc.acse.send_reject(0x01, 0x01, 0x03)  # rejected-permanent, service-user, calling AE not recognised
         assoc.kill()  # waits until the A-ASSOCIATE-RJ is out and the connection closed
 
@@ -215,7 +223,8 @@ class DimseServices:
             view = req.DataSet.getbuffer()
             try:
                 result = self.archive.ingest.ingest_dataset(
-                    view, str(event.context.transfer_syntax),
+                    view,
+                    str(event.context.transfer_syntax),
                     sop_class_uid=_text_or_none(req.AffectedSOPClassUID),
                     sop_instance_uid=_text_or_none(req.AffectedSOPInstanceUID),
                     source=calling_ae(event.assoc),
@@ -272,7 +281,9 @@ class DimseServices:
         """C-STORE sub-operations on this association, in a syntax the requestor accepted."""
         self.associations.count(event.assoc, "C-GET")
         try:
-            instances = retrieve_instances(self.archive.catalog, event.identifier, str(event.request.AffectedSOPClassUID))
+            instances = retrieve_instances(
+                self.archive.catalog, event.identifier, str(event.request.AffectedSOPClassUID)
+            )
         except Exception as exc:  # noqa: BLE001
             yield 1
             yield _retrieve_failure(exc), None
@@ -294,7 +305,9 @@ class DimseServices:
             yield None, None  # pynetdicom answers 0xA801 (move destination unknown)
             return
         try:
-            instances = retrieve_instances(self.archive.catalog, event.identifier, str(event.request.AffectedSOPClassUID))
+            instances = retrieve_instances(
+                self.archive.catalog, event.identifier, str(event.request.AffectedSOPClassUID)
+            )
             error = None
         except Exception as exc:  # noqa: BLE001
             instances, error = [], exc
@@ -304,8 +317,11 @@ class DimseServices:
             accepted_by["assoc"] = sub.assoc
 
         contexts = move_contexts(instances) if instances else [build_context(VERIFICATION)]
-        yield peer.host, peer.port, {"contexts": contexts, "max_pdu": self.max_pdu,
-                                     "evt_handlers": [(evt.EVT_ACCEPTED, remember)]}
+        yield (
+            peer.host,
+            peer.port,
+            {"contexts": contexts, "max_pdu": self.max_pdu, "evt_handlers": [(evt.EVT_ACCEPTED, remember)]},
+        )
         if error is not None:
             yield 1
             yield _retrieve_failure(error), None
@@ -363,8 +379,12 @@ class DimseServices:
                 return status(INVALID_ARGUMENT, "Transaction UID missing or invalid"), None
             refs = []
             for item in info.get("ReferencedSOPSequence", None) or []:
-                refs.append((str(item.get("ReferencedSOPClassUID", "") or "").strip(),
-                             str(item.get("ReferencedSOPInstanceUID", "") or "").strip()))
+                refs.append(
+                    (
+                        str(item.get("ReferencedSOPClassUID", "") or "").strip(),
+                        str(item.get("ReferencedSOPInstanceUID", "") or "").strip(),
+                    )
+                )
             if not refs or len(refs) > MAX_COMMITMENT_REFERENCES:
                 return status(INVALID_ARGUMENT, "Referenced SOP Sequence empty or too long"), None
             self.commitment.enqueue(caller, transaction, refs)
@@ -393,8 +413,11 @@ def _retrieve_failure(exc: BaseException) -> Dataset:
 
 def accepted_syntaxes(assoc: Association, sop_class_uid: str) -> list[str]:
     """Transfer syntaxes accepted on ``assoc`` for sending ``sop_class_uid`` (uncompressed first)."""
-    found = [str(cx.transfer_syntax[0]) for cx in assoc.accepted_contexts
-             if cx.abstract_syntax == sop_class_uid and cx.as_scu]
+    found = [
+        str(cx.transfer_syntax[0])
+        for cx in assoc.accepted_contexts
+        if cx.abstract_syntax == sop_class_uid and cx.as_scu
+    ]
     ordered = [ts for ts in UNCOMPRESSED if ts in found]
     return ordered + [ts for ts in dict.fromkeys(found) if ts not in ordered]
 

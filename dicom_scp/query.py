@@ -80,7 +80,8 @@ class Query:
     def needs_metadata(self) -> bool:
         """Whether a requested key can only come from the stored instance metadata."""
         return self.level == "IMAGE" and any(
-            k.keyword not in ATTRIBUTES and k.keyword not in _SYNTHETIC for k in self.keys)
+            k.keyword not in ATTRIBUTES and k.keyword not in _SYNTHETIC for k in self.keys
+        )
 
 
 def value_text(value: Any) -> str:
@@ -141,7 +142,9 @@ def _plain_vr(vr: str) -> str:
     return vr.split(" or ")[0] if " or " in vr else vr
 
 
-def iter_matches(catalog: Catalog, query: Query, page: int = _PAGE) -> Iterator[tuple[dict[str, Any], dict[str, Any] | None]]:
+def iter_matches(
+    catalog: Catalog, query: Query, page: int = _PAGE
+) -> Iterator[tuple[dict[str, Any], dict[str, Any] | None]]:
     """Every match of ``query`` (with its stored metadata when needed), a page at a time.
 
     Raises :class:`~pacs_lite.catalog.QueryError` for a bad value and

@@ -78,8 +78,15 @@ class DicomServer:
     >>> server.shutdown()       # stops accepting, lets open associations finish
     """
 
-    def __init__(self, archive: Archive, config: Config, *, commitment_retry_base: float = 5.0,
-                 job_poll_interval: float = 2.0, max_connections: int | None = None) -> None:
+    def __init__(
+        self,
+        archive: Archive,
+        config: Config,
+        *,
+        commitment_retry_base: float = 5.0,
+        job_poll_interval: float = 2.0,
+        max_connections: int | None = None,
+    ) -> None:
         self.archive = archive
         self.config = config
         dicom = config["dicom"]
@@ -89,8 +96,9 @@ class DicomServer:
         self.max_connections = max_connections or 4 * dicom["max_associations"] + 32
         self.associations = AssociationLog()
         self.ae = self._make_ae()
-        self.commitment = CommitmentService(archive, config, self.ae, retry_base=commitment_retry_base,
-                                            poll_interval=job_poll_interval)
+        self.commitment = CommitmentService(
+            archive, config, self.ae, retry_base=commitment_retry_base, poll_interval=job_poll_interval
+        )
         self.services = DimseServices(archive, config, self.associations, self.commitment)
         self._server: GuardedAssociationServer | None = None
         self._thread: threading.Thread | None = None
@@ -136,19 +144,29 @@ class DicomServer:
         if dicom["tls_cert"]:
             ssl_context = make_ssl_context(dicom["tls_cert"], dicom["tls_key"], dicom["tls_ca"])
         server = self.ae.make_server(
-            (self.host, self._requested_port), ae_title=self.ae_title, ssl_context=ssl_context,
-            evt_handlers=self.services.handlers(), server_class=GuardedAssociationServer,
-            limits=self.ae.transport_limits, max_connections=self.max_connections,
-            on_started=self.associations.started, on_finished=self.associations.finished,
+            (self.host, self._requested_port),
+            ae_title=self.ae_title,
+            ssl_context=ssl_context,
+            evt_handlers=self.services.handlers(),
+            server_class=GuardedAssociationServer,
+            limits=self.ae.transport_limits,
+            max_connections=self.max_connections,
+            on_started=self.associations.started,
+            on_finished=self.associations.finished,
         )
         self.ae._servers.append(server)
         self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2},
-                                        name=f"dicom-scp-accept-{self.port}", daemon=True)
+        self._thread = threading.Thread(
+            target=server.serve_forever,
+            kwargs={"poll_interval": 0.2},
+            name=f"dicom-scp-accept-{self.port}",
+            daemon=True,
+        )
         self._thread.start()
         self.commitment.start()
-        log.info("DICOM server %s listening on %s:%d%s", self.ae_title, self.host, self.port,
-                 " (TLS)" if ssl_context else "")
+        log.info(
+            "DICOM server %s listening on %s:%d%s", self.ae_title, self.host, self.port, " (TLS)" if ssl_context else ""
+        )
 
     @property
     def port(self) -> int:
@@ -190,6 +208,7 @@ class DicomServer:
         self.start()
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.shutdown()

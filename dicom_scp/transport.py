@@ -96,8 +96,9 @@ class TransportLimits:
         return self.max_control_pdu
 
 
-def check_pdu_header(header: bytes | bytearray, limits: TransportLimits, *, first: bool = False,
-                     message_bytes: int = 0) -> str | None:
+def check_pdu_header(
+    header: bytes | bytearray, limits: TransportLimits, *, first: bool = False, message_bytes: int = 0
+) -> str | None:
     """Why the PDU announced by ``header`` must be refused, or ``None`` if it may be read.
 
     Parameters
@@ -190,9 +191,15 @@ class GuardedSocket(AssociationSocket):
         Bytes already read from ``client_socket`` (the first PDU header), served first.
     """
 
-    def __init__(self, assoc: Association, client_socket: socket.socket | None = None,
-                 address: AddressInformation | None = None, *, limits: TransportLimits,
-                 pushback: bytes | bytearray = b"") -> None:
+    def __init__(
+        self,
+        assoc: Association,
+        client_socket: socket.socket | None = None,
+        address: AddressInformation | None = None,
+        *,
+        limits: TransportLimits,
+        pushback: bytes | bytearray = b"",
+    ) -> None:
         super().__init__(assoc, client_socket, address)
         self.limits = limits
         self.violation: str | None = None
@@ -283,10 +290,12 @@ class TunedApplicationEntity(ApplicationEntity):
 
     transport_limits: TransportLimits | None = None
 
-    def _create_socket(self, assoc: Association, address: AddressInformation,
-                       tls_args: tuple[ssl.SSLContext, str] | None) -> AssociationSocket:
+    def _create_socket(
+        self, assoc: Association, address: AddressInformation, tls_args: tuple[ssl.SSLContext, str] | None
+    ) -> AssociationSocket:
         limits = self.transport_limits or TransportLimits(
-            self.maximum_pdu_size, 4 * 1024**3, float(self.acse_timeout or 30), float(self.network_timeout or 60))
+            self.maximum_pdu_size, 4 * 1024**3, float(self.acse_timeout or 30), float(self.network_timeout or 60)
+        )
         sock = GuardedSocket(assoc, address=address, limits=limits)
         sock.tls_args = tls_args
         return sock
@@ -387,19 +396,35 @@ class GuardedAssociationServer(ThreadedAssociationServer):
     daemon_threads = True
     block_on_close = False
 
-    def __init__(self, ae: ApplicationEntity, address: tuple[str, int], ae_title: str, contexts: list[Any],
-                 ssl_context: ssl.SSLContext | None = None, evt_handlers: list[Any] | None = None, *,
-                 limits: TransportLimits, max_connections: int,
-                 on_started: Callable[[Association], None] | None = None,
-                 on_finished: Callable[[Association, float], None] | None = None) -> None:
+    def __init__(
+        self,
+        ae: ApplicationEntity,
+        address: tuple[str, int],
+        ae_title: str,
+        contexts: list[Any],
+        ssl_context: ssl.SSLContext | None = None,
+        evt_handlers: list[Any] | None = None,
+        *,
+        limits: TransportLimits,
+        max_connections: int,
+        on_started: Callable[[Association], None] | None = None,
+        on_finished: Callable[[Association, float], None] | None = None,
+    ) -> None:
         self.limits = limits
         self.closing = False
         self._slots = threading.BoundedSemaphore(max_connections)
         self._on_started = on_started
         self._on_finished = on_finished
         self._refused_at = 0.0
-        super().__init__(ae, address, ae_title, contexts, ssl_context, evt_handlers=evt_handlers,
-                         request_handler=GuardedRequestHandler)
+        super().__init__(
+            ae,
+            address,
+            ae_title,
+            contexts,
+            ssl_context,
+            evt_handlers=evt_handlers,
+            request_handler=GuardedRequestHandler,
+        )
 
     def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
         """Accept; wrap in TLS without handshaking (the connection's thread does that, with a timeout)."""
@@ -416,8 +441,9 @@ class GuardedAssociationServer(ThreadedAssociationServer):
         now = time.monotonic()
         if now - self._refused_at > 10:
             self._refused_at = now
-            log.warning("connection limit reached: closing new connections (from %s and maybe others)",
-                        client_address[0])
+            log.warning(
+                "connection limit reached: closing new connections (from %s and maybe others)", client_address[0]
+            )
         return False
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:

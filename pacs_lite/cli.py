@@ -43,10 +43,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     metrics_dir = tempfile.mkdtemp(prefix="pacs-lite-metrics-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     from .archive import Archive
-    from .compression import CompressionWorkers
+    from .compression import CompressionWorkers, release_dead_workers_jobs
     from .maintenance import sweep_orphans
 
     archive = Archive(config)  # migrates the schema before anything serves
+    released = release_dead_workers_jobs(archive)
+    if released:
+        log.info("requeued %d compression jobs of workers that died before this start", released)
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: object) -> None:

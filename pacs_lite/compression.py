@@ -164,6 +164,25 @@ def _on_alarm(signum: int, frame: object) -> None:
     raise JobTimeout()
 
 
+def worker_name(pid: int) -> str:
+    """How a worker signs the jobs it claims: this host and its process id."""
+    return f"{socket.gethostname()}:{pid}"
+
+
+def release_dead_workers_jobs(archive: Archive) -> int:
+    """Requeue jobs claimed by worker processes of this host that no longer exist.
+
+    Run at start-up, so that a restart after a crash does not wait for leases to expire.
+    """
+    prefix = worker_name(0)[:-1]
+    dead = []
+    for name in archive.catalog.running_jobs_claimed_on(prefix):
+        pid = name[len(prefix):]
+        if pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
+            dead.append(name)
+    return archive.catalog.release_jobs(dead)
+
+
 def worker_main(config: Config, stop: multiprocessing.synchronize.Event | None = None, *, once: bool = False) -> None:
     """Body of one compression worker process: claim jobs until told to stop."""
     limit = config.get("compression", "max_memory_mb") * 1024 * 1024
@@ -176,7 +195,7 @@ def worker_main(config: Config, stop: multiprocessing.synchronize.Event | None =
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     parent = os.getppid()
     archive = Archive(config, migrate=False)
-    name = f"{socket.gethostname()}:{os.getpid()}"
+    name = worker_name(os.getpid())
     timeout = config.get("compression", "timeout_seconds")
     idle = 0.05
     try:
@@ -229,7 +248,22 @@ class CompressionWorkers:
             for i, proc in enumerate(self._procs):
                 if not proc.is_alive() and not self._stop.is_set():
                     log.warning("compression worker exited (code %s); starting another", proc.exitcode)
+                    self._requeue(proc.pid)
                     self._procs[i] = self._spawn()
+
+    def _requeue(self, pid: int | None) -> None:
+        if pid is None:
+            return
+        try:
+            from .catalog import Catalog
+
+            catalog = Catalog(self.config.index_url)
+            try:
+                catalog.release_jobs([worker_name(pid)])
+            finally:
+                catalog.close()
+        except Exception as exc:  # noqa: BLE001 - the lease expires anyway
+            log.warning("could not requeue the jobs of a dead worker: %s", exc)
 
     def stop(self, timeout: float = 30.0) -> None:
         self._stop.set()

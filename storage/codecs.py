@@ -719,7 +719,7 @@ def _prepare_decode(
     if syntax in NATIVE_SYNTAXES:
         _check_native_length(ds, geometry, strict=strict_length)
     else:
-        if not syntax.is_transfer_syntax or syntax not in _LOSSY_SYNTAXES | _LOSSLESS_ENCAPSULATED:
+        if syntax not in _LOSSY_SYNTAXES | _LOSSLESS_ENCAPSULATED:
             raise CodecUnsupported(f"unknown transfer syntax {syntax}")
         _frame_list_check(ds, geometry)
         if index is None:

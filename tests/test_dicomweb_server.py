@@ -99,6 +99,7 @@ def test_gunicorn_serves_health_and_binds_loopback_only(gunicorn: Gunicorn) -> N
     assert requests.get(f"{gunicorn.url}/readyz", timeout=10).json() == {"status": "ready"}
     assert listening_tcp_addresses(gunicorn.process.pid) == {(LOOPBACK, gunicorn.port)}
     assert len(gunicorn.worker_pids()) == 1
+    assert "Control socket" not in gunicorn.process.log_tail(200)
 
 
 def test_gunicorn_stow_chunked_with_dicomweb_client_and_retrieve(gunicorn: Gunicorn) -> None:

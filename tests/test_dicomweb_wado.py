@@ -441,6 +441,8 @@ def test_rendered_documents_and_errors(env: Env) -> None:
     pdf = requests.get(env.url("pdf", "/rendered"), headers={"Accept": "application/pdf"}, timeout=30)
     assert pdf.headers["Content-Type"] == "application/pdf" and pdf.content.startswith(b"%PDF")
     assert pdf.headers["Cross-Origin-Resource-Policy"] == "cross-origin"
+    assert requests.get(env.url("pdf", "/rendered"), timeout=30).headers["Content-Type"] == "application/pdf"
+    assert_json_error(requests.get(env.url("pdf", "/rendered"), headers={"Accept": "image/jpeg"}, timeout=30), 404)
     assert_json_error(requests.get(env.url("sr", "/rendered"), timeout=30), 404)
     for params in ({"window": "abc"}, {"window": "40,0"}, {"window": "40,400,cubic"}, {"viewport": "0,10"},
                    {"viewport": "10"}, {"quality": "101"}, {"quality": "x"}, {"frob": "1"}):

@@ -24,6 +24,8 @@ from tests.support.dimse import SCP_AET, pixel_difference, running_scp
 from tests.support.pacs import corpus_files
 
 STORAGE_UIDS = set(_STORAGE_CLASSES.values())
+#: dcmtk tools with Nagle's algorithm off: these tests check content, not speed.
+FAST = {"TCP_NODELAY": "1"}
 
 
 @dataclass
@@ -43,7 +45,7 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StoredCorpus]:
     try:
         peers = [{"ae_title": "STORESCP", "host": "127.0.0.1", "port": storescp.port}]
         with running_scp(workdir / "pacs", peers=peers) as (server, archive):
-            run = dcmtk.store_in_own_syntax(server.port, corpus_files(), workdir / "storescu", aec=SCP_AET)
+            run = dcmtk.store_in_own_syntax(server.port, corpus_files(), workdir / "storescu", aec=SCP_AET, env=FAST)
             sent: dict[str, Path] = {}
             for path in run.order:  # the last stored content of a UID is the current one
                 if run.outcomes[path].outcome == "stored":
@@ -76,12 +78,19 @@ def test_corpus_every_file_stored_or_clear_failure(corpus: StoredCorpus) -> None
     print(f"\ncorpus: {len(outcomes)} files: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
     for o in outcomes:
         if o.outcome != "stored":
-            print(f"  {o.outcome:10s} {Path(o.path).name}: "
-                  + (f"0x{o.status:04X} {o.comment}" if o.status is not None else o.detail))
+            print(
+                f"  {o.outcome:10s} {Path(o.path).name}: "
+                + (f"0x{o.status:04X} {o.comment}" if o.status is not None else o.detail)
+            )
     # a SOP class pynetdicom does not know is a rejected presentation context: a clear outcome
     unknown_class = [o for o in outcomes if o.outcome == "no-context" and o.detail.split()[-1] not in STORAGE_UIDS]
-    unclear = [o for o in outcomes if o.outcome not in ("stored", "failed", "skipped") and o not in unknown_class
-               or (o.outcome == "failed" and not o.comment)]
+    unclear = [
+        o
+        for o in outcomes
+        if o.outcome not in ("stored", "failed", "skipped")
+        and o not in unknown_class
+        or (o.outcome == "failed" and not o.comment)
+    ]
     assert not unclear, [(Path(o.path).name, o.outcome, o.detail) for o in unclear]
     assert counts["stored"] >= 200
     failed = corpus.run.by_outcome("failed")
@@ -112,8 +121,15 @@ def test_cget_returns_identical_pixels(corpus: StoredCorpus) -> None:
         option = dcmtk.PREFER_OPTION.get(ts)
         assert option, f"no getscu option for {ts}"
         outdir = corpus.workdir / "getscu" / ts
-        files, proc = dcmtk.getscu(corpus.server.port, "IMAGE", {"SOPInstanceUID": "\\".join(uids)}, outdir,
-                                   aec=SCP_AET, extra=[option])
+        files, proc = dcmtk.getscu(
+            corpus.server.port,
+            "IMAGE",
+            {"SOPInstanceUID": "\\".join(uids)},
+            outdir,
+            aec=SCP_AET,
+            extra=[option, "-pdu", "131072"],
+            env=FAST,
+        )
         assert proc.returncode == 0, proc.stderr[-2000:]
         counts = dcmtk.final_suboperations(proc.stdout + proc.stderr)
         failed_total += counts.get("failed", 0)
@@ -133,8 +149,14 @@ def test_cget_returns_identical_pixels(corpus: StoredCorpus) -> None:
 def test_cmove_to_storescp_returns_identical_pixels(corpus: StoredCorpus) -> None:
     studies = sorted({i.study_instance_uid for i in corpus.archive.catalog.instances()})
     before = set(corpus.storescp.files())
-    proc = dcmtk.movescu(corpus.server.port, "STUDY", {"StudyInstanceUID": "\\".join(studies)},
-                         destination="STORESCP", aec=SCP_AET)
+    proc = dcmtk.movescu(
+        corpus.server.port,
+        "STUDY",
+        {"StudyInstanceUID": "\\".join(studies)},
+        destination="STORESCP",
+        aec=SCP_AET,
+        env=FAST,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     counts = dcmtk.final_suboperations(proc.stdout + proc.stderr)
     new = [p for p in corpus.storescp.files() if p not in before]
@@ -150,8 +172,9 @@ def test_cmove_to_storescp_returns_identical_pixels(corpus: StoredCorpus) -> Non
 
 
 def test_cmove_unknown_destination(corpus: StoredCorpus) -> None:
-    proc = dcmtk.movescu(corpus.server.port, "STUDY", {"StudyInstanceUID": "1.2.3"}, destination="NOWHERE",
-                         aec=SCP_AET, extra=["-d"])
+    proc = dcmtk.movescu(
+        corpus.server.port, "STUDY", {"StudyInstanceUID": "1.2.3"}, destination="NOWHERE", aec=SCP_AET, extra=["-d"]
+    )
     assert "0xa801" in (proc.stdout + proc.stderr).lower()
 
 
@@ -168,8 +191,13 @@ def _cget_only(port: int, study_uid: str, sop_class: str, syntaxes: list[str]) -
     ae = AE("GETONLY")
     ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
     ae.add_requested_context(sop_class, syntaxes)
-    assoc = ae.associate("127.0.0.1", port, ae_title=SCP_AET, ext_neg=[build_role(sop_class, scp_role=True)],
-                         evt_handlers=[(evt.EVT_C_STORE, on_store)])
+    assoc = ae.associate(
+        "127.0.0.1",
+        port,
+        ae_title=SCP_AET,
+        ext_neg=[build_role(sop_class, scp_role=True)],
+        evt_handlers=[(evt.EVT_C_STORE, on_store)],
+    )
     assert assoc.is_established
     query = Dataset()
     query.QueryRetrieveLevel = "STUDY"
@@ -190,8 +218,12 @@ def test_cget_counts_instances_without_accepted_context_as_failed(corpus: Stored
     # a study with instances of more than one SOP class, or at least one instance
     study, insts = max(by_study.items(), key=lambda kv: len({i.sop_class_uid for i in kv[1]}))
     accepted_class = insts[0].sop_class_uid
-    final, got = _cget_only(corpus.server.port, study, accepted_class,
-                            sorted({i.transfer_syntax_uid for i in insts if i.sop_class_uid == accepted_class}))
+    final, got = _cget_only(
+        corpus.server.port,
+        study,
+        accepted_class,
+        sorted({i.transfer_syntax_uid for i in insts if i.sop_class_uid == accepted_class}),
+    )
     expected_ok = [i for i in insts if i.sop_class_uid == accepted_class]
     assert len(got) == len(expected_ok)
     assert final.NumberOfCompletedSuboperations == len(expected_ok)
@@ -208,8 +240,12 @@ def test_lossy_never_sent_as_lossless(corpus: StoredCorpus) -> None:
     lossy = [i for i in corpus.archive.catalog.instances() if i.transfer_syntax_uid == "1.2.840.10008.1.2.4.50"]
     assert lossy
     inst = lossy[0]
-    final, got = _cget_only(corpus.server.port, inst.study_instance_uid, inst.sop_class_uid,
-                            ["1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.90"])  # lossless-only syntaxes
+    final, got = _cget_only(
+        corpus.server.port,
+        inst.study_instance_uid,
+        inst.sop_class_uid,
+        ["1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.90"],
+    )  # lossless-only syntaxes
     assert got == []
     assert final.NumberOfFailedSuboperations >= 1
 

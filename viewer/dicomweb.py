@@ -240,7 +240,7 @@ def _store(study: str | None = None) -> Response:
     boundary = stow.request_boundary(request.headers.get("Content-Type"), request.headers.get("Content-Encoding"))
     max_bytes = app.config.get("http", "max_request_bytes")
     if request.content_length is not None and request.content_length > max_bytes:
-        raise ApiError(413, f"request body larger than {max_bytes} bytes", headers={"Connection": "close"})
+        raise ApiError(413, f"request body larger than {max_bytes} bytes")
     outcomes = stow.store(app.archive, request.stream, boundary, study,
                           max_parts=app.config.get("http", "max_parts"), max_bytes=max_bytes)
     stored = sum(1 for o in outcomes if o.result.ok)

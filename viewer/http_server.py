@@ -66,7 +66,13 @@ def gunicorn_options(config: Config) -> dict[str, Any]:
         "loglevel": config.get("log", "level").lower(),
         "proc_name": "pacs-lite-http",
         "preload_app": False,
+        # gunicorn >= 25.1 opens a management socket at ~/.gunicorn/gunicorn.ctl by default:
+        # shared by every instance of the user, and not something this server offers
+        "control_socket_disable": True,
     }
+
+#: Settings that older gunicorn versions (setup.cfg allows >= 22) do not know.
+OPTIONAL_SETTINGS = frozenset({"control_socket_disable"})
 
 
 class PacsLiteHTTPServer(BaseApplication):
@@ -78,6 +84,8 @@ class PacsLiteHTTPServer(BaseApplication):
 
     def load_config(self) -> None:
         for key, value in gunicorn_options(self.pacs_config).items():
+            if key in OPTIONAL_SETTINGS and key not in self.cfg.settings:
+                continue
             self.cfg.set(key, value)
 
     def load(self) -> Flask:

@@ -115,11 +115,13 @@ class MultipartReader:
         self._buf += chunk
         return True
 
-    def _scan_to_delimiter(self, sink: bytearray | None, limit: int | None) -> tuple[bool, int]:
+    def _scan_to_delimiter(self, sink: bytearray | None, limit: int | None, *,
+                           max_skip: int | None = None) -> tuple[bool, int]:
         """Move bytes before the next delimiter into ``sink`` and consume the delimiter.
 
         Returns ``(overflowed, size)``: whether more than ``limit`` bytes preceded the
-        delimiter (those beyond the limit are dropped) and how many there were.
+        delimiter (those beyond the limit are dropped) and how many there were. More
+        than ``max_skip`` bytes raise :class:`MultipartError` at once.
         """
         keep = len(self._delimiter) - 1
         size = 0
@@ -147,6 +149,8 @@ class MultipartReader:
                     else:
                         sink += self._buf[:movable]
                 del self._buf[:movable]
+            if max_skip is not None and size > max_skip:
+                raise MultipartError("no multipart boundary where one was expected (preamble too long)")
             start = 0
             if not self._fill():
                 raise MultipartError("truncated multipart body: closing boundary not found")
@@ -183,12 +187,12 @@ class MultipartReader:
         start = 0
         while True:
             index = self._buf.find(CRLF + CRLF, start)
+            if index > self.max_header_bytes or (index < 0 and len(self._buf) > self.max_header_bytes):
+                raise MultipartError(f"part headers longer than {self.max_header_bytes} bytes")
             if index >= 0:
                 block = bytes(self._buf[:index])
                 del self._buf[:index + 4]
                 return self._parse_headers(block)
-            if len(self._buf) > self.max_header_bytes:
-                raise MultipartError(f"part headers longer than {self.max_header_bytes} bytes")
             start = max(0, len(self._buf) - 3)
             if not self._fill():
                 raise MultipartError("truncated multipart body in part headers")
@@ -209,9 +213,9 @@ class MultipartReader:
     # -- iteration ----------------------------------------------------------------------------
 
     def __iter__(self) -> Iterator[Part]:
-        overflow, size = self._scan_to_delimiter(None, None)  # skip the preamble
+        _, size = self._scan_to_delimiter(None, None, max_skip=self.max_preamble_bytes)  # skip the preamble
         if size > self.max_preamble_bytes:
-            raise MultipartError("multipart preamble too long")
+            raise MultipartError("no multipart boundary where one was expected (preamble too long)")
         if self._after_delimiter():
             return
         while True:

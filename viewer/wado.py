@@ -61,6 +61,7 @@ RENDER_TYPES = ("image/jpeg", "image/png")
 RENDER_PARAMS = frozenset({"window", "viewport", "quality", "annotation", "charset", "iccprofile", "accept"})
 VOI_FUNCTIONS = {"linear": "LINEAR", "linear-exact": "LINEAR_EXACT", "sigmoid": "SIGMOID"}
 DEFAULT_THUMBNAIL_SIZE = 128
+MAX_RENDERED_FRAMES = 64
 MAX_VIEWPORT = 4096
 
 
@@ -433,11 +434,13 @@ def _render_choice(accept: str | None, document_type: str | None) -> tuple[bool,
     """(multipart?, media type) for a rendered resource; 406 if nothing fits."""
     ranges = parse_accept(accept)
     if not ranges:
-        return False, "image/jpeg"
+        return False, document_type or "image/jpeg"
     for r in ranges:
         if r.mime in RENDER_TYPES or (document_type and r.mime == document_type):
             return False, r.mime
-        if r.mime in ("*/*", "image/*"):
+        if r.mime == "*/*":
+            return False, document_type or "image/jpeg"
+        if r.mime == "image/*":
             return False, "image/jpeg"
         if r.mime == MULTIPART:
             part = parse_media_type(r.params.get("type", "image/jpeg")).mime
@@ -474,29 +477,37 @@ def _document(ds: Dataset) -> tuple[str | None, bytes | None]:
     return (mime, bytes(doc)) if isinstance(doc, bytes | bytearray) and mime else (None, None)
 
 
+def _rendered_document(ds: Dataset, accept: str | None) -> Response:
+    """An instance without pixels: its encapsulated document if that is acceptable, else 404."""
+    document_type, document = _document(ds)
+    _, media_type = _render_choice(accept, document_type)
+    if document is not None and media_type == document_type:
+        return Response(document, content_type=document_type)
+    raise ApiError(404, "this instance has no image to render")
+
+
 def retrieve_rendered(catalog: Catalog, retrieval: RetrievalService, accept: str | None, args: Mapping[str, str],
                       keys: Sequence[str], study: str, series: str | None, sop: str | None,
                       frame_list: str | None, visibility: Visibility, *, thumbnail: bool = False) -> Response:
     """A rendered image (or an encapsulated document) of a study, series, instance or frames.
 
     Study and series resources render their representative image (the middle image of
-    the first series with images), which is what viewers use them for.
+    the first series with images), which is what viewers use them for. Thumbnails
+    default to the middle frame fitted into 128 x 128 pixels.
     """
     options = parse_render_options(args, keys)
     if thumbnail and options.viewport is None:
         options = RenderOptions(options.window, (DEFAULT_THUMBNAIL_SIZE, DEFAULT_THUMBNAIL_SIZE), options.quality)
+    numbers = parse_frame_numbers(frame_list) if frame_list is not None else None
+    if numbers is not None and len(numbers) > MAX_RENDERED_FRAMES:
+        raise ApiError(400, f"at most {MAX_RENDERED_FRAMES} frames can be rendered in one request")
     if sop is None:
         inst = representative(catalog, study, series, visibility)
     else:
         inst = find_instances(catalog, study, series, sop, visibility)[0]
-    numbers = parse_frame_numbers(frame_list) if frame_list is not None else None
     ds = retrieval.dataset(inst)
     if "PixelData" not in ds:
-        document_type, document = _document(ds)
-        as_multipart, media_type = _render_choice(accept, document_type)
-        if document is not None and media_type == document_type:
-            return Response(document, content_type=document_type)
-        raise ApiError(404, "this instance has no image to render")
+        return _rendered_document(ds, accept)
     as_multipart, media_type = _render_choice(accept, None)
     if numbers is None:
         try:

@@ -627,6 +627,22 @@ class Catalog:
             else:
                 job.state, job.last_error = "failed", error[:2000]
 
+    def release_jobs(self, claimed_by: Sequence[str]) -> int:
+        """Put running jobs of workers known to be dead back in the queue (their attempt counts)."""
+        if not claimed_by:
+            return 0
+        with self.writer() as s:
+            return s.execute(
+                update(Job).where(Job.state == "running", Job.claimed_by.in_(list(claimed_by)))
+                .values(state="queued", lease_until=None, run_after=utcnow(), updated_at=utcnow())
+            ).rowcount or 0
+
+    def running_jobs_claimed_on(self, host_prefix: str) -> list[str]:
+        """Distinct ``claimed_by`` names of running jobs whose worker ran on this host."""
+        with self.reader() as s:
+            return list(s.scalars(select(Job.claimed_by).where(
+                Job.state == "running", Job.claimed_by.like(host_prefix + "%")).distinct()))
+
     def job_counts(self) -> dict[str, int]:
         with self.reader() as s:
             return dict(s.execute(select(Job.state, func.count()).group_by(Job.state)).all())

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -101,6 +102,14 @@ class StoreOutcome:
     detail: str = ""
 
 
+STORESCU_LOG_CONFIG = """\
+log4cplus.rootLogger = INFO, console
+log4cplus.logger.dcmtk.apps.storescu = DEBUG
+log4cplus.appender.console = log4cplus::ConsoleAppender
+log4cplus.appender.console.layout = log4cplus::PatternLayout
+log4cplus.appender.console.layout.ConversionPattern = %P: %m%n
+"""
+
 _SENDING = re.compile(r"^I: Sending file: (.*)$")
 _RESPONSE = re.compile(r"^I: Received Store Response")
 _STATUS = re.compile(r"^D: DIMSE Status\s*: 0x([0-9a-fA-F]{4})")
@@ -114,7 +123,7 @@ _IGNORING = re.compile(r"^W: ignoring file (.*?)(?: \((.*)\))?$")
 
 
 def parse_storescu_log(text: str, files: Iterable[str | os.PathLike[str]]) -> dict[str, StoreOutcome]:
-    """Per-file outcomes from a ``storescu -d -nh`` log (stdout and stderr together)."""
+    """Per-file outcomes from a storescu log with DIMSE dumps (stdout and stderr together)."""
     outcomes = {os.fspath(f): StoreOutcome(os.fspath(f)) for f in files}
 
     def get(path: str) -> StoreOutcome:
@@ -163,10 +172,16 @@ def storescu(
     env: Mapping[str, str] | None = None,
     timeout: float = 300,
 ) -> tuple[dict[str, StoreOutcome], subprocess.CompletedProcess[str]]:
-    """Send ``files`` in one association (``-nh``: do not halt on a failure); parse the outcomes."""
-    proc = run(
-        ["storescu", "-d", "-nh", "-aet", aet, "-aec", aec, *extra, host, str(port), *files], timeout=timeout, env=env
-    )
+    """Send ``files`` in one association (``-nh``: do not halt on a failure); parse the outcomes.
+
+    storescu's own logger runs at debug level (the DIMSE status and ErrorComment of every
+    response), the network layers at info level (no PDU hex dumps).
+    """
+    with tempfile.TemporaryDirectory(prefix="storescu-") as tmp:
+        log_config = Path(tmp) / "logger.cfg"
+        log_config.write_text(STORESCU_LOG_CONFIG)
+        args = ["storescu", "-lc", str(log_config), "-nh", "-aet", aet, "-aec", aec, *extra, host, str(port), *files]
+        proc = run(args, timeout=timeout, env=env)
     return parse_storescu_log(proc.stdout + "\n" + proc.stderr, files), proc
 
 
@@ -323,6 +338,7 @@ def getscu(
     aet: str = "GETSCU",
     host: str = LOOPBACK,
     extra: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
     timeout: float = 300,
 ) -> tuple[list[Path], subprocess.CompletedProcess[str]]:
     """C-GET into ``outdir``; returns the files received (bit-preserving) and the run."""
@@ -346,7 +362,7 @@ def getscu(
         host,
         str(port),
     ]
-    proc = run(args, timeout=timeout)
+    proc = run(args, timeout=timeout, env=env)
     return sorted(set(outdir.iterdir()) - before), proc
 
 
@@ -361,6 +377,7 @@ def movescu(
     aet: str = "MOVESCU",
     host: str = LOOPBACK,
     extra: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
     timeout: float = 300,
 ) -> subprocess.CompletedProcess[str]:
     """C-MOVE to ``destination`` (an AE the SCP knows)."""
@@ -381,7 +398,7 @@ def movescu(
         host,
         str(port),
     ]
-    return run(args, timeout=timeout)
+    return run(args, timeout=timeout, env=env)
 
 
 _SUBOPS = re.compile(r"(Completed|Failed|Warning|Remaining) Suboperations\s*:\s*(\d+)", re.IGNORECASE)

@@ -45,23 +45,57 @@ def write_series(folder: Path, count: int, *, size: int = 64, patient_id: str = 
     study, series = generate_uid(), generate_uid()
     paths = []
     for i in range(count):
-        ds = make_instance(study=study, series=series, patient_id=patient_id, rows=size, columns=size,
-                           seed=seed * 100000 + i, instance_number=i + 1)
+        ds = make_instance(
+            study=study,
+            series=series,
+            patient_id=patient_id,
+            rows=size,
+            columns=size,
+            seed=seed * 100000 + i,
+            instance_number=i + 1,
+        )
         path = folder / f"{i:05d}.dcm"
         path.write_bytes(part10(ds))
         paths.append(path)
     return paths
 
 
-def storescu(host: str, port: int, ae_title: str, files: list[Path], *, timeout: float = 600,
-             nodelay: bool = True, extra: list[str] | None = None) -> dict[Path, bool]:
+def storescu(
+    host: str,
+    port: int,
+    ae_title: str,
+    files: list[Path],
+    *,
+    timeout: float = 600,
+    nodelay: bool = True,
+    extra: list[str] | None = None,
+) -> dict[Path, bool]:
     """Send ``files`` on one association; return which ones were acknowledged with success."""
     env = {"TCP_NODELAY": "1"} if nodelay else {}
     import os
 
-    proc = subprocess.run(["storescu", "-v", "-aec", ae_title, "-to", "60", "-ta", "60", "-td", "60",
-                           *(extra or []), host, str(port), *map(str, files)],
-                          capture_output=True, text=True, timeout=timeout, env={**os.environ, **env})
+    proc = subprocess.run(
+        [
+            "storescu",
+            "-v",
+            "-aec",
+            ae_title,
+            "-to",
+            "60",
+            "-ta",
+            "60",
+            "-td",
+            "60",
+            *(extra or []),
+            host,
+            str(port),
+            *map(str, files),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **env},
+    )
     results: dict[Path, bool] = {}
     current: Path | None = None
     for line in (proc.stdout + proc.stderr).splitlines():
@@ -105,8 +139,11 @@ class Ledger:
         session = requests.Session()
         for e in list(self.entries.values()):
             url = f"{dicomweb}/studies/{e.study}/series/{e.series}/instances/{e.sop}"
-            resp = session.get(url, headers={"Accept": f'multipart/related; type="application/dicom"; transfer-syntax={EXPLICIT}'},
-                               timeout=60)
+            resp = session.get(
+                url,
+                headers={"Accept": f'multipart/related; type="application/dicom"; transfer-syntax={EXPLICIT}'},
+                timeout=60,
+            )
             if resp.status_code != 200:
                 problems.append(f"{e.sop}: HTTP {resp.status_code}")
                 continue

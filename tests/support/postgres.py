@@ -89,8 +89,20 @@ class PostgresServer:
             check=True,
             capture_output=True,
         )
-        self._command = [*as_user, str(bindir / "postgres"), "-D", str(data), "-p", str(free_port()),
-                         "-h", "127.0.0.1", "-k", str(self.workdir), "-c", "fsync=off"]
+        self._command = [
+            *as_user,
+            str(bindir / "postgres"),
+            "-D",
+            str(data),
+            "-p",
+            str(free_port()),
+            "-h",
+            "127.0.0.1",
+            "-k",
+            str(self.workdir),
+            "-c",
+            "fsync=off",
+        ]
         self.resume()
 
     def resume(self) -> None:

@@ -44,6 +44,9 @@ _GRPC_SOCKET_COMPONENTS = ("master", "volume", "filer", "s3", "admin")
 #: SeaweedFS's convention: a component's gRPC port is its HTTP port + 10000.
 _GRPC_PORT_OFFSET = 10000
 
+#: A volume id no server will ever have, for side-effect-free master lookups.
+_NO_SUCH_VOLUME = 4294967295
+
 #: Unix socket paths must stay below ~108 bytes.
 _MAX_SOCKET_PATH = 100
 
@@ -76,6 +79,11 @@ def _admin_ports(avoid: set[int]) -> tuple[int, int]:
     raise RuntimeError("no free admin port pair (p, p + 10000) on 127.0.0.1")
 
 
+def _short_pool() -> urllib3.PoolManager:
+    """An HTTP pool for readiness polls: short timeouts, no retries."""
+    return urllib3.PoolManager(timeout=urllib3.Timeout(connect=1.0, read=2.0), retries=False)
+
+
 def _parse_volume_ids(text: str) -> set[int]:
     """Parse the master's ``VolumeIds`` field: ``" 1 3-5"`` -> ``{1, 3, 4, 5}``."""
     ids: set[int] = set()
@@ -103,8 +111,7 @@ class SeaweedFS:
     endpoint : str
         ``"127.0.0.1:PORT"`` of the S3 gateway, as :class:`storage.S3Store` wants it.
     startup_seconds : float | None
-        How long the last :meth:`start` took until every port listened and S3
-        answered a signed request.
+        How long the last :meth:`start` took until the server was ready.
     """
 
     def __init__(
@@ -136,7 +143,6 @@ class SeaweedFS:
         self.admin_port, self.admin_grpc_port = _admin_ports(avoid=set(ports))
         self.socket_dir = self._make_socket_dir()
         self.startup_seconds: float | None = None
-        self._expected_volumes: set[int] = set()
         self._process: ManagedProcess | None = None
 
     def _make_socket_dir(self) -> Path:
@@ -219,8 +225,18 @@ class SeaweedFS:
 
     # -- lifecycle ---------------------------------------------------------------
 
-    def start(self, timeout: float = 60.0) -> float:
-        """Start ``weed mini`` and wait until all its ports listen and S3 answers.
+    def start(self, timeout: float = 60.0, *, wait_writable: bool = True) -> float:
+        """Start ``weed mini`` and wait until it serves S3 reads and writes.
+
+        Parameters
+        ----------
+        timeout
+            Seconds to wait for readiness before stopping the server and raising.
+        wait_writable
+            Also wait out the master's warm-up. After a restart with volumes on disk
+            the master refuses to assign new file ids for ~15 s ("master is warming
+            up"), so S3 PUTs hang until then. Reliability tests that want to see that
+            window pass ``False`` and get the server as soon as it answers reads.
 
         Returns
         -------
@@ -238,28 +254,39 @@ class SeaweedFS:
             cwd=self.base_dir,
             name="weed mini",
         )
-        self._expected_volumes = self._local_volume_ids()
+        expected_volumes = self._local_volume_ids()
         started = time.monotonic()
         self._process.start()
         try:
-            self._process.wait_until(self._ready, timeout=timeout, what="ready")
+            self._process.wait_until(
+                lambda: self._ready(expected_volumes, wait_writable),
+                timeout=timeout,
+                what="ready",
+            )
         except BaseException:
             self.stop()
             raise
         self.startup_seconds = time.monotonic() - started
         return self.startup_seconds
 
-    def _ready(self) -> bool:
-        """Whether every component listens and S3 answers an authenticated ListBuckets.
+    def _ready(self, expected_volumes: set[int], wait_writable: bool) -> bool:
+        """One readiness poll; each check is needed, learned from real failures.
 
-        The admin server comes up last, after S3; waiting for all ports means a test
-        never sees a half-started server.
+        1. Every port listens (the admin server comes up last, after S3).
+        2. The master knows a volume server and every volume already on disk:
+           after a restart the volume server's first heartbeat can reach the master
+           before its Raft state is resumed; it is refused and retried only ~5 s
+           later, and until then reads fail with "volume not found".
+        3. The master is past its warm-up (when ``wait_writable``).
+        4. S3 answers an authenticated ListBuckets (credentials loaded).
         """
         if not all(port_is_open(LOOPBACK, port) for port in self.ports.values()):
             return False
-        if not self._volumes_registered():
+        if not self._volumes_registered(expected_volumes):
             return False
-        http = urllib3.PoolManager(timeout=urllib3.Timeout(connect=1.0, read=2.0), retries=False)
+        if wait_writable and self.warming_up():
+            return False
+        http = _short_pool()
         try:
             self.client(http).list_buckets()
         except Exception:  # noqa: BLE001 - any failure just means "not yet"
@@ -267,6 +294,25 @@ class SeaweedFS:
         finally:
             http.clear()
         return True
+
+    def _master_get(self, path: str) -> urllib3.BaseHTTPResponse | None:
+        """GET a master HTTP endpoint; ``None`` when the master does not answer."""
+        http = _short_pool()
+        try:
+            return http.request("GET", f"http://{LOOPBACK}:{self.master_port}{path}")
+        except urllib3.exceptions.HTTPError:
+            return None
+        finally:
+            http.clear()
+
+    def warming_up(self) -> bool:
+        """Whether the master is in its post-restart warm-up (refusing new writes).
+
+        Looking up a volume id that cannot exist answers 503 during warm-up and 404
+        after it, without side effects. Unreachable counts as warming up.
+        """
+        response = self._master_get(f"/dir/lookup?volumeId={_NO_SUCH_VOLUME}")
+        return response is None or response.status == 503
 
     def _local_volume_ids(self) -> set[int]:
         """Ids of the volumes on disk (``<collection>_<id>.dat`` or ``<id>.dat``)."""
@@ -277,22 +323,15 @@ class SeaweedFS:
                 ids.add(int(tail))
         return ids
 
-    def _volumes_registered(self) -> bool:
-        """Whether the master knows a volume server and every volume already on disk.
-
-        After a restart the volume server's first heartbeat can reach the master
-        before its Raft state is resumed; it is refused and retried only ~5 s later.
-        Until then S3 answers, but reads fail with "volume not found" and writes hang.
-        """
-        url = f"http://{LOOPBACK}:{self.master_port}/dir/status"
-        http = urllib3.PoolManager(timeout=urllib3.Timeout(connect=1.0, read=2.0), retries=False)
-        try:
-            status = json.loads(http.request("GET", url).data)
-        except (urllib3.exceptions.HTTPError, ValueError):
+    def _volumes_registered(self, expected: set[int]) -> bool:
+        """Whether the master knows a volume server and all of ``expected`` volume ids."""
+        response = self._master_get("/dir/status")
+        if response is None or response.status != 200:
             return False
-        finally:
-            http.clear()
-        topology = status.get("Topology") or {}
+        try:
+            topology = json.loads(response.data).get("Topology") or {}
+        except ValueError:
+            return False
         known: set[int] = set()
         nodes = 0
         for centre in topology.get("DataCenters") or []:
@@ -300,7 +339,7 @@ class SeaweedFS:
                 for node in rack.get("DataNodes") or []:
                     nodes += 1
                     known |= _parse_volume_ids(str(node.get("VolumeIds", "")))
-        return nodes > 0 and self._expected_volumes <= known
+        return nodes > 0 and expected <= known
 
     def stop(self, timeout: float = 20.0) -> None:
         """Stop gracefully (SIGTERM, SIGKILL after ``timeout``); data stays for :meth:`start`."""

@@ -32,7 +32,9 @@ class PacsServer:
         Extra environment variables that are not configuration (e.g. crash points).
     """
 
-    def __init__(self, workdir: Path, settings: dict[str, str] | None = None, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, workdir: Path, settings: dict[str, str] | None = None, env: dict[str, str] | None = None
+    ) -> None:
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.dicom_port = free_port()
@@ -67,8 +69,11 @@ class PacsServer:
         """Start and wait until DICOM answers and ``/readyz`` says ready."""
         self.starts += 1
         self.process = ManagedProcess(
-            [sys.executable, "-m", "pacs_lite", "serve"], self.workdir / f"serve-{self.starts}.log",
-            env=self.environment(env), cwd=self.workdir, name="pacs-lite serve",
+            [sys.executable, "-m", "pacs_lite", "serve"],
+            self.workdir / f"serve-{self.starts}.log",
+            env=self.environment(env),
+            cwd=self.workdir,
+            name="pacs-lite serve",
         ).start()
         wait_for_port("127.0.0.1", self.dicom_port, timeout=timeout)
         wait_for_port("127.0.0.1", self.http_port, timeout=timeout)
@@ -87,8 +92,11 @@ class PacsServer:
         """Start and return once the DICOM port listens (for crash tests that kill it early)."""
         self.starts += 1
         self.process = ManagedProcess(
-            [sys.executable, "-m", "pacs_lite", "serve"], self.workdir / f"serve-{self.starts}.log",
-            env=self.environment(env), cwd=self.workdir, name="pacs-lite serve",
+            [sys.executable, "-m", "pacs_lite", "serve"],
+            self.workdir / f"serve-{self.starts}.log",
+            env=self.environment(env),
+            cwd=self.workdir,
+            name="pacs-lite serve",
         ).start()
         wait_for_port("127.0.0.1", self.dicom_port, timeout=90)
         return self
