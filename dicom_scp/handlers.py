@@ -54,6 +54,8 @@ VERIFICATION = "1.2.840.10008.1.1"
 LITTLE_ENDIAN_NATIVE = frozenset({IMPLICIT_LE, EXPLICIT_LE, dicomfile.DEFLATED_LE})
 MAX_CONTEXTS = 128
 MAX_COMMITMENT_REFERENCES = 50_000
+#: C-FIND responses queued for sending before the handler waits for the network.
+SEND_QUEUE_LIMIT = 4
 
 
 def status(code: int, comment: str = "") -> Dataset:
@@ -178,6 +180,7 @@ class DimseServices:
         self.config = config
         self.ae_title = config["dicom"]["ae_title"]
         self.max_pdu = config["dicom"]["max_pdu_length"]
+        self.send_timeout = float(config["dicom"]["network_timeout"])
         self.associations = associations
         self.commitment = commitment
 
@@ -259,6 +262,7 @@ class DimseServices:
             return
         try:
             for row, metadata in iter_matches(self.archive.catalog, query):
+                wait_for_send_queue(event.assoc, self.send_timeout)
                 if event.is_cancelled:
                     yield CANCEL, None
                     return
@@ -459,11 +463,15 @@ def move_contexts(instances: Sequence[StoredInstance]) -> list[PresentationConte
     return contexts
 
 
-def wait_for(predicate: Any, timeout: float, interval: float = 0.05) -> bool:
-    """Poll ``predicate()`` until true or ``timeout`` seconds pass; return its last value."""
+def wait_for_send_queue(assoc: Association, timeout: float, limit: int = SEND_QUEUE_LIMIT) -> None:
+    """Wait until the association has at most ``limit`` messages waiting to be sent.
+
+    pynetdicom queues each response for its network thread without waiting, so a
+    generator of C-FIND responses would otherwise run far ahead of the network: every
+    match encoded in memory at once, and a C-CANCEL arriving only after all were
+    queued. Pacing the generator to the socket bounds both.
+    """
+    queue = assoc.dul.to_provider_queue
     deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() >= deadline:
-            return bool(predicate())
-        time.sleep(interval)
-    return True
+    while queue.qsize() > limit and assoc.is_established and time.monotonic() < deadline:
+        time.sleep(0.0005)

@@ -117,8 +117,11 @@ class RetrievalService:
         for n in numbers:
             if n < 1 or n > total:
                 raise RetrievalError("not-found", f"frame {n} does not exist (the instance has {total})")
+        ts = ds.file_meta.TransferSyntaxUID
+        if ts in (dicomfile.EXPLICIT_BE, dicomfile.IMPLICIT_LE, dicomfile.DEFLATED_LE):
+            ts = EXPLICIT_LE  # native frames come out as little-endian pixel bytes
         try:
-            return [codecs.get_frame(ds, n - 1) for n in numbers], ds.file_meta.TransferSyntaxUID
+            return [codecs.get_frame(ds, n - 1) for n in numbers], ts
         except codecs.CodecError as exc:
             raise RetrievalError("unsupported", str(exc)) from None
 

@@ -21,7 +21,6 @@ from tests.support.http import (
     LiveServer,
     assert_json_error,
     encode_multipart,
-    get_json,
     make_instance,
     part10,
     serve_archive,
@@ -263,7 +262,9 @@ def test_non_loopback_clients_are_refused(tmp_path: Path) -> None:
     config = make_config(tmp_path, compression={"transfer_syntax": "none"})
     archive = Archive(config)
     try:
-        client = create_app(config, archive).test_client()
+        app = create_app(config, archive)
+        assert app.extensions["pacs_lite"] is archive
+        client = app.test_client()
         remote = {"REMOTE_ADDR": "192.0.2.10"}
         for path in ("/dicomweb/studies", "/", "/healthz", "/dicomweb/studies/1.2.3/metadata"):
             response = client.get(path, environ_base=remote)
@@ -305,7 +306,3 @@ def test_delete_needs_the_admin_role(tmp_path: Path) -> None:
     finally:
         archive.close()
 
-
-def test_get_json_helper_matches_qido(live: tuple[LiveServer, Archive]) -> None:
-    server, _ = live
-    assert isinstance(get_json(f"{server.base}/studies"), list)

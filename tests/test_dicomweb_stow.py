@@ -87,6 +87,22 @@ def test_stow_corpus_raw_multipart(server: LiveServer) -> None:
     assert instance_count(server) == len(stored)
 
 
+def test_stow_corpus_with_dicomweb_client(server: LiveServer) -> None:
+    """Every corpus file ingest accepts, as pydicom datasets through dicomweb-client (re-encoded by it)."""
+    datasets = []
+    for path in corpus_files():
+        data = path.read_bytes()
+        if expected_sop_uid(data):
+            datasets.append(pydicom.dcmread(path))
+    client = server.client(chunk_size=256 * 1024)
+    for start in range(0, len(datasets), 40):
+        batch = datasets[start:start + 40]
+        response = client.store_instances(batch)
+        assert "FailedSOPSequence" not in response
+        assert [item.ReferencedSOPInstanceUID for item in response.ReferencedSOPSequence] == [
+            ds.SOPInstanceUID for ds in batch]
+
+
 def test_stow_with_dicomweb_client_chunked(server: LiveServer) -> None:
     """dicomweb-client (chunked upload) stores; the pixel data read back equals what was sent."""
     names = ["CT_small.dcm", "MR_small_jpeg_ls_lossless.dcm", "SC_rgb_rle_2frame.dcm", "JPEG2000.dcm"]

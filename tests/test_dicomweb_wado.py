@@ -228,7 +228,7 @@ def test_series_metadata_gzip_identity_etag(env: Env) -> None:
 
 def test_metadata_cache_and_version(env: Env) -> None:
     url = f"{env.server.base}/studies/{env.study}/series/{env.series[0]}/metadata"
-    cache = env.server.app.extensions["pacs_lite"].metadata_cache
+    cache = env.server.app.extensions["pacs_lite.web"].metadata_cache
     first = get_json(url)
     hits = cache.hits
     assert get_json(url) == first

@@ -257,7 +257,7 @@ def _pynetdicom_find(port: int, query: Dataset, model: str = StudyRootQueryRetri
         ({"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": "1.2.abc"}, 0xA900, "UID"),
         ({"StudyInstanceUID": ""}, 0xA900, "Level"),
         ({"QueryRetrieveLevel": "PATIENT", "PatientID": ""}, 0xA900, "level"),  # no PATIENT level in Study Root
-        ({"QueryRetrieveLevel": "SERIES", "SeriesNumber": "twelve"}, 0xA900, "integer"),
+        ({"QueryRetrieveLevel": "STUDY", "StudyTime": "1pm"}, 0xA900, "time"),
     ],
 )
 def test_bad_queries_fail_with_a_comment(fx: FindFixture, keys: dict[str, str], status: int, comment: str) -> None:

@@ -5,8 +5,8 @@
     app = create_app(config)            # builds its own Archive
     app = create_app(config, archive)   # shares one (tests, embedding)
 
-Everything the views share lives in ``app.extensions["pacs_lite"]``
-(:class:`viewer.context.AppState`). Every request passes the access check
+The archive is ``app.extensions["pacs_lite"]``; everything the views share lives in
+``app.extensions["pacs_lite.web"]`` (:class:`viewer.context.AppState`). Every request passes the access check
 (:mod:`viewer.access`) before any view runs; every error is JSON (:mod:`viewer.errors`);
 every response carries CORS and safety headers (:mod:`viewer.headers`).
 """
@@ -20,7 +20,7 @@ from pacs_lite.config import Config
 
 from . import dicomweb, pages
 from .access import AccessPolicy, init_access
-from .context import EXTENSION_KEY, AppState
+from .context import ARCHIVE_KEY, STATE_KEY, AppState
 from .errors import register_error_handlers
 from .headers import init_headers
 from .metadata import MetadataCache
@@ -53,9 +53,11 @@ def create_app(config: Config, archive: Archive | None = None, *, access: Access
         TEMPLATES_AUTO_RELOAD=False,
     )
     app.url_map.strict_slashes = False
-    app.extensions[EXTENSION_KEY] = AppState(
+    archive = archive if archive is not None else Archive(config)
+    app.extensions[ARCHIVE_KEY] = archive
+    app.extensions[STATE_KEY] = AppState(
         config=config,
-        archive=archive if archive is not None else Archive(config),
+        archive=archive,
         access=access if access is not None else AccessPolicy(),
         metadata_cache=MetadataCache(max_bytes=metadata_cache_bytes),
     )

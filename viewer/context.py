@@ -1,8 +1,9 @@
 """What one web application instance holds: configuration, archive, caches, access policy.
 
-There is no module-level state: :func:`viewer.app.create_app` builds one
-:class:`AppState` and stores it in ``app.extensions["pacs_lite"]``; views reach it
-through :func:`state`.
+There is no module-level state: :func:`viewer.app.create_app` stores the
+:class:`~pacs_lite.archive.Archive` in ``app.extensions["pacs_lite"]`` and one
+:class:`AppState` (archive, configuration, caches, access policy) in
+``app.extensions["pacs_lite.web"]``; views reach the latter through :func:`state`.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ if TYPE_CHECKING:
     from .access import AccessPolicy
     from .metadata import MetadataCache
 
-EXTENSION_KEY = "pacs_lite"
+ARCHIVE_KEY = "pacs_lite"
+STATE_KEY = "pacs_lite.web"
 _SAFE_URL = re.compile(r"^https?://[A-Za-z0-9._~%:\[\]-]+(/[A-Za-z0-9._~%/-]*)?$")
 
 
@@ -39,7 +41,7 @@ class AppState:
 
 def state() -> AppState:
     """The state of the application handling the current request."""
-    return current_app.extensions[EXTENSION_KEY]
+    return current_app.extensions[STATE_KEY]
 
 
 def visibility() -> Visibility:

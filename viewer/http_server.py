@@ -25,11 +25,10 @@ from typing import Any
 from flask import Flask
 from gunicorn.app.base import BaseApplication
 
-from pacs_lite.archive import Archive
 from pacs_lite.config import Config, ConfigError, load_config
 
-from .app import create_app
-from .wsgi import CONFIG_ENV
+#: Environment variable naming the configuration file (as in :mod:`viewer.wsgi`).
+CONFIG_ENV = "PACSLITE_CONFIG_FILE"
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +89,10 @@ class PacsLiteHTTPServer(BaseApplication):
 
     def load(self) -> Flask:
         """Called in each worker after the fork."""
+        from pacs_lite.archive import Archive
+
+        from .app import create_app
+
         return create_app(self.pacs_config, Archive(self.pacs_config, migrate=False))
 
 
@@ -98,6 +101,8 @@ def serve(config: Config) -> None:
     host = config.get("http", "host")
     if host != "localhost" and not ipaddress.ip_address(host).is_loopback:
         log.warning("HTTP bound to %s: without authentication only loopback clients are admitted", host)
+    from pacs_lite.archive import Archive
+
     Archive(config).close()
     PacsLiteHTTPServer(config).run()
 

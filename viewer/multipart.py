@@ -276,5 +276,6 @@ def write_parts(boundary: str, parts: Iterable[tuple[Mapping[str, str], bytes]])
     for headers, body in parts:
         yield part_head(boundary, headers)
         yield body
+        del body  # released before the next part is produced
         yield CRLF
     yield f"--{boundary}--\r\n".encode("ascii")

@@ -132,6 +132,7 @@ def store(archive: Archive, stream: BinaryIO, boundary: str, study: str | None, 
         for index, part in enumerate(reader):
             result = store_part(archive, part, study, max_object)
             outcomes.append(PartOutcome(index, result, part.too_large))
+            del part  # one part in memory at a time
     except multipart.MultipartError as exc:
         if isinstance(exc, multipart.LimitExceeded):
             reader.drain(DRAIN_LIMIT)

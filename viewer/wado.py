@@ -152,6 +152,7 @@ def _dicom_part_headers(item: Delivered) -> dict[str, str]:
 def _instance_parts(retrieval: RetrievalService, first: Delivered, rest: Sequence[StoredInstance],
                     plan: InstancePlan) -> Iterator[tuple[Mapping[str, str], bytes]]:
     yield _dicom_part_headers(first), first.data
+    del first  # hold one instance at a time, not the first one for the whole stream
     for inst in rest:
         try:
             item = deliver(retrieval, inst, plan)
@@ -159,6 +160,7 @@ def _instance_parts(retrieval: RetrievalService, first: Delivered, rest: Sequenc
             log.exception("aborting a multipart WADO-RS response: an instance cannot be delivered")
             raise
         yield _dicom_part_headers(item), item.data
+        del item
 
 
 def retrieve_instances(catalog: Catalog, retrieval: RetrievalService, accept: str | None, study: str,

@@ -20,9 +20,7 @@ from flask import Flask
 from pacs_lite.config import load_config
 
 from .app import create_app
-
-#: Environment variable naming the configuration file (optional).
-CONFIG_ENV = "PACSLITE_CONFIG_FILE"
+from .http_server import CONFIG_ENV
 
 
 def create(config_path: str | None = None) -> Flask:

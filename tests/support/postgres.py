@@ -12,7 +12,9 @@ import contextlib
 import glob
 import os
 import shutil
+import signal
 import subprocess
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -67,6 +69,8 @@ class PostgresServer:
 
     def _start_private(self) -> None:
         bindir = _pg_bin()
+        # the postgres user must reach the data folder: pytest's own temp root is private to root
+        self.workdir = Path(tempfile.mkdtemp(prefix="pacs-lite-pg-"))
         data = self.workdir / "pgdata"
         data.mkdir(parents=True)
         as_user: list[str] = []
@@ -119,9 +123,15 @@ class PostgresServer:
 
     def pause(self) -> None:
         """Stop the private server (fast shutdown: clients are disconnected)."""
-        assert self.process is not None, "only a private server can be stopped"
-        self.process.stop()
-        self.process = None
+        assert self.process is not None and self.process.proc is not None, "only a private server can be stopped"
+        # SIGINT is PostgreSQL's fast shutdown; SIGTERM would wait for every client to leave
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.proc.pid, signal.SIGINT)
+        try:
+            self.process.proc.wait(30)
+        finally:
+            self.process.stop()
+            self.process = None
 
     def create_database(self) -> str:
         """A new empty database; returns its URL."""
@@ -143,4 +153,4 @@ class PostgresServer:
             self.process.stop()
             self.process = None
         if self._command:
-            shutil.rmtree(self.workdir / "pgdata", ignore_errors=True)
+            shutil.rmtree(self.workdir, ignore_errors=True)
