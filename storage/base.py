@@ -134,5 +134,5 @@ class ObjectStore(abc.ABC):
     def check(self) -> None:
         """Raise :class:`StoreUnavailable` unless the store is reachable and writable now."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections; the default has nothing to release."""

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pydicom
 import pytest
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.dataset import Dataset
+from pydicom.uid import generate_uid
 from pynetdicom import AE
 from pynetdicom.sop_class import (
     PatientRootQueryRetrieveInformationModelFind,
@@ -21,7 +21,7 @@ from pynetdicom.sop_class import (
 from dicom_scp import DicomServer
 from pacs_lite.archive import Archive
 from tests.support import dcmtk
-from tests.support.dimse import SCP_AET, running_scp
+from tests.support.dimse import SCP_AET, make_instance, running_scp
 
 SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
 VIETNAMESE = "Nguyễn^Văn^An"
@@ -66,33 +66,28 @@ STUDIES = {
 }
 
 
-def make_instance(patient_id: str, study_uid: str, study_key: str, series_uid: str, series_number: int,
-                  modality: str, number: int) -> bytes:
+def study_instance(
+    patient_id: str, study_uid: str, study_key: str, series_uid: str, series_number: int, modality: str, number: int
+) -> bytes:
     name, birth, sex = PATIENTS[patient_id]
     _, date, time, accession, description, _ = STUDIES[study_key]
-    ds = Dataset()
-    ds.SpecificCharacterSet = "ISO_IR 192"
-    ds.SOPClassUID = SECONDARY_CAPTURE
-    ds.SOPInstanceUID = generate_uid()
-    ds.PatientName, ds.PatientID, ds.PatientBirthDate, ds.PatientSex = name, patient_id, birth, sex
-    ds.StudyInstanceUID, ds.StudyDate, ds.StudyTime = study_uid, date, time
-    ds.AccessionNumber, ds.StudyDescription, ds.StudyID = accession, description, study_key
-    ds.SeriesInstanceUID, ds.SeriesNumber, ds.Modality = series_uid, series_number, modality
-    ds.SeriesDescription = f"{modality} series {series_number}"
-    ds.InstanceNumber = number
-    ds.ImageType = ["ORIGINAL", "PRIMARY"]
-    ds.AcquisitionNumber = 100 + number
-    ds.Rows = ds.Columns = 2
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
-    ds.PixelData = bytes([number % 256] * 4)
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
-    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    buf = io.BytesIO()
-    ds.save_as(buf, enforce_file_format=True)
-    return buf.getvalue()
+    return make_instance(
+        study_uid=study_uid,
+        series_uid=series_uid,
+        number=number,
+        patient_id=patient_id,
+        patient_name=name,
+        modality=modality,
+        PatientBirthDate=birth,
+        PatientSex=sex,
+        StudyDate=date,
+        StudyTime=time,
+        AccessionNumber=accession,
+        StudyDescription=description,
+        StudyID=study_key,
+        SeriesNumber=series_number,
+        SeriesDescription=f"{modality} series {series_number}",
+    )
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +104,7 @@ def fx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FindFixture]:
                 study.series[series_uid] = (modality, count)
                 instances[series_uid] = []
                 for i in range(1, count + 1):
-                    data = make_instance(pid, study.uid, key, series_uid, n, modality, i)
+                    data = study_instance(pid, study.uid, key, series_uid, n, modality, i)
                     result = archive.ingest.ingest_part10(data)
                     assert result.ok, result.reason
                     instances[series_uid].append(result.sop_instance_uid)
@@ -129,9 +124,16 @@ def test_patient_level_universal(fx: FindFixture) -> None:
 
 
 def test_study_single_value_and_return_keys(fx: FindFixture) -> None:
-    keys = {"PatientID": "PID-B", "StudyInstanceUID": "", "StudyDate": "", "AccessionNumber": "",
-            "StudyDescription": "", "ModalitiesInStudy": "", "NumberOfStudyRelatedInstances": "",
-            "InstitutionName": ""}
+    keys = {
+        "PatientID": "PID-B",
+        "StudyInstanceUID": "",
+        "StudyDate": "",
+        "AccessionNumber": "",
+        "StudyDescription": "",
+        "ModalitiesInStudy": "",
+        "NumberOfStudyRelatedInstances": "",
+        "InstitutionName": "",
+    }
     found = fx.find("STUDY", keys)
     assert len(found) == 1
     ds = found[0]
@@ -202,8 +204,13 @@ def test_universal_study_query(fx: FindFixture) -> None:
 
 def test_series_level(fx: FindFixture) -> None:
     study = fx.studies["A1"]
-    keys = {"StudyInstanceUID": study.uid, "SeriesInstanceUID": "", "Modality": "", "SeriesNumber": "",
-            "NumberOfSeriesRelatedInstances": ""}
+    keys = {
+        "StudyInstanceUID": study.uid,
+        "SeriesInstanceUID": "",
+        "Modality": "",
+        "SeriesNumber": "",
+        "NumberOfSeriesRelatedInstances": "",
+    }
     found = fx.find("SERIES", keys)
     got = {str(ds.SeriesInstanceUID): (str(ds.Modality), int(ds.NumberOfSeriesRelatedInstances)) for ds in found}
     assert got == study.series
@@ -211,15 +218,23 @@ def test_series_level(fx: FindFixture) -> None:
     assert [str(ds.Modality) for ds in ct] == ["CT"]
     # lenient hierarchy: a series-level query without the study UID still works
     wild = fx.find("SERIES", {"Modality": "C?", "SeriesInstanceUID": ""})
-    assert _ids(wild, "SeriesInstanceUID") >= {u for s in fx.studies.values() for u, (m, _) in s.series.items()
-                                               if m in ("CT", "CR")}
+    assert _ids(wild, "SeriesInstanceUID") >= {
+        u for s in fx.studies.values() for u, (m, _) in s.series.items() if m in ("CT", "CR")
+    }
 
 
 def test_image_level_with_keys_from_stored_metadata(fx: FindFixture) -> None:
     study = fx.studies["A1"]
     series_uid = next(u for u, (m, _) in study.series.items() if m == "CT")
-    keys = {"StudyInstanceUID": study.uid, "SeriesInstanceUID": series_uid, "SOPInstanceUID": "",
-            "InstanceNumber": "", "AcquisitionNumber": "", "ImageType": "", "Rows": ""}
+    keys = {
+        "StudyInstanceUID": study.uid,
+        "SeriesInstanceUID": series_uid,
+        "SOPInstanceUID": "",
+        "InstanceNumber": "",
+        "AcquisitionNumber": "",
+        "ImageType": "",
+        "Rows": "",
+    }
     found = fx.find("IMAGE", keys)
     assert _ids(found, "SOPInstanceUID") == set(fx.instances[series_uid])
     for ds in found:
@@ -238,8 +253,9 @@ def test_patient_root_study_level(fx: FindFixture) -> None:
 # -- errors and cancel (pynetdicom SCU: findscu cannot send C-CANCEL mid-query) -----------------
 
 
-def _pynetdicom_find(port: int, query: Dataset, model: str = StudyRootQueryRetrieveInformationModelFind) -> list[
-        tuple[Dataset, Dataset | None]]:
+def _pynetdicom_find(
+    port: int, query: Dataset, model: str = StudyRootQueryRetrieveInformationModelFind
+) -> list[tuple[Dataset, Dataset | None]]:
     ae = AE("FINDSCU")
     ae.add_requested_context(model)
     assoc = ae.associate("127.0.0.1", port, ae_title=SCP_AET)
@@ -326,8 +342,10 @@ def test_concurrent_queries(fx: FindFixture) -> None:
 
 
 def test_responses_are_valid_dicom(fx: FindFixture) -> None:
-    found = fx.find("STUDY", {"SpecificCharacterSet": "ISO_IR 192", "PatientName": "*", "PatientBirthDate": "",
-                              "StudyInstanceUID": ""})
+    found = fx.find(
+        "STUDY",
+        {"SpecificCharacterSet": "ISO_IR 192", "PatientName": "*", "PatientBirthDate": "", "StudyInstanceUID": ""},
+    )
     for ds in found:
         buf = io.BytesIO()
         ds.save_as(buf, enforce_file_format=False)

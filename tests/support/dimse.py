@@ -16,7 +16,8 @@ from typing import Any
 
 import numpy as np
 import pydicom
-from pydicom.dataset import Dataset
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from dicom_scp import DicomServer
 from pacs_lite.archive import Archive
@@ -26,6 +27,7 @@ from tests.support.pacs import make_config
 
 #: Our AE title in the tests.
 SCP_AET = "PACSLITE"
+SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
 PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 LITTLE_ENDIAN_NATIVE = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.1.99"}
 
@@ -57,6 +59,42 @@ def running_scp(
     finally:
         server.shutdown(timeout=10)
         archive.close()
+
+
+def make_instance(
+    *,
+    study_uid: str,
+    series_uid: str,
+    number: int = 1,
+    sop_uid: str | None = None,
+    patient_id: str = "PID-TEST",
+    patient_name: str = "TEST^PATIENT",
+    modality: str = "OT",
+    **attributes: Any,
+) -> bytes:
+    """A small Secondary Capture instance (2x2 pixels) as Part-10 bytes, in UTF-8."""
+    ds = Dataset()
+    ds.SpecificCharacterSet = "ISO_IR 192"
+    ds.SOPClassUID = SECONDARY_CAPTURE
+    ds.SOPInstanceUID = sop_uid or generate_uid()
+    ds.PatientName, ds.PatientID = patient_name, patient_id
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = study_uid, series_uid
+    ds.Modality, ds.SeriesNumber, ds.InstanceNumber = modality, 1, number
+    ds.ImageType = ["ORIGINAL", "PRIMARY"]
+    ds.AcquisitionNumber = 100 + number
+    ds.Rows = ds.Columns = 2
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    ds.PixelData = bytes([number % 256] * 4)
+    for keyword, value in attributes.items():
+        setattr(ds, keyword, value)
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()
 
 
 def dataset_sha(path: str | Path) -> str:
