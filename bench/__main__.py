@@ -125,6 +125,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         plan = [p for p in PHASES if p in args.only]
         if "rss" in plan and "ingest" in plan:
             plan.remove("rss")  # peak RSS is sampled during the ingest part
+        first = [key for part in plan for key in measure.PART_SYSTEMS[part]]
+        if first:
+            log("starting the systems")
+            try:
+                ctx.start(dict.fromkeys(first))  # in parallel: one wait for all start-ups
+            except Exception as exc:  # noqa: BLE001 - report it; the parts that need them fail alike
+                failed = True
+                traceback.print_exc()
+                results.error(f"start-up failed: {type(exc).__name__}: {exc}")
+                plan = [p for p in plan if not measure.PART_SYSTEMS[p]]
         for part in plan:
             part_started = time.monotonic()
             log(f"== {part}")

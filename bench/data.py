@@ -33,6 +33,7 @@ import math
 import os
 import random
 import shutil
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -44,7 +45,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage
 
 #: Bump when the generated content changes, so that old caches are not reused.
-GENERATOR_VERSION = 3
+GENERATOR_VERSION = 4
 #: Root of every UID the benchmark generates (pydicom's UID root plus a benchmark arc).
 UID_ROOT = "1.2.826.0.1.3680043.8.498.7142"
 #: Variant number of the cached files; ingest runs use 1001, 1002, ...
@@ -415,6 +416,7 @@ SERIES_DESCRIPTIONS = {"CT": ("Topogram", "Axial 5mm", "Axial 1mm", "Coronal MPR
                        "CR": ("PA", "LAT", "PA", "LAT"), "US": ("Liver", "Kidneys", "Spleen", "Aorta"),
                        "MG": ("R CC", "L CC", "R MLO", "L MLO")}
 JPEG_LS = "1.2.840.10008.1.2.4.80"
+_MIGRATE_LOCK = threading.Lock()
 EXPLICIT_LE = "1.2.840.10008.1.2.1"
 
 
@@ -440,16 +442,31 @@ def populate_index(url: str, population: Sequence[StudyRecord], series_per_study
     import time
     import zlib
 
-    from sqlalchemy import BigInteger, Integer, LargeBinary, String, and_, case, cast, create_engine, event, func, insert
-    from sqlalchemy import literal, select, text
+    from sqlalchemy import (
+        BigInteger,
+        Integer,
+        LargeBinary,
+        String,
+        and_,
+        case,
+        cast,
+        create_engine,
+        event,
+        func,
+        insert,
+        literal,
+        select,
+        text,
+    )
 
     from pacs_lite.catalog import Catalog, fold_name
     from pacs_lite.catalog.models import Instance, Patient, Series, Study
 
     started = time.monotonic()
-    catalog = Catalog(url)
-    catalog.migrate()
-    catalog.close()
+    with _MIGRATE_LOCK:  # Alembic keeps global state: one migration at a time per process
+        catalog = Catalog(url)
+        catalog.migrate()
+        catalog.close()
     is_sqlite = url.startswith("sqlite")
     engine = create_engine(url if is_sqlite else "postgresql+psycopg://" + url.split("://", 1)[1])
     if is_sqlite:
@@ -574,8 +591,8 @@ def populate_index(url: str, population: Sequence[StudyRecord], series_per_study
             for _name, definition in saved[1]:
                 conn.execute(text(definition))
             for table in ("patients", "studies", "series", "instances"):  # sequences continue after explicit ids
-                conn.execute(text(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
-                                  f"(SELECT MAX(id) FROM {table}))"))  # noqa: S608 - fixed table names
+                sql = f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), (SELECT MAX(id) FROM {table}))"  # noqa: S608
+                conn.execute(text(sql))
         with engine.connect() as conn:
             conn.execution_options(isolation_level="AUTOCOMMIT").execute(text("ANALYZE"))
     with engine.connect() as conn:

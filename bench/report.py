@@ -192,7 +192,8 @@ class Results:
             ax.set_ylabel(ylabel, fontsize=9)
             if log:
                 ax.set_yscale("log")
-            ax.legend(fontsize=7)
+            if series:
+                ax.legend(fontsize=7)
             ax.grid(axis="y", alpha=0.3)
 
         def med(key: str, system: str) -> float | None:

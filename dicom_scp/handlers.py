@@ -241,6 +241,8 @@ class DimseServices:
             log.error("C-STORE failed unexpectedly: %s", type(exc).__name__)
             stats.failed += 1
             return status(OUT_OF_RESOURCES, "internal error while storing; retry later")
+        finally:
+            keep_alive(event.assoc)
         if result.ok:
             stats.stored += 1
             return SUCCESS
@@ -263,6 +265,7 @@ class DimseServices:
         try:
             for row, metadata in iter_matches(self.archive.catalog, query):
                 wait_for_send_queue(event.assoc, self.send_timeout)
+                keep_alive(event.assoc)
                 if event.is_cancelled:
                     yield CANCEL, None
                     return
@@ -294,10 +297,12 @@ class DimseServices:
             return
         yield len(instances)
         for inst in instances:
+            keep_alive(event.assoc)
             if event.is_cancelled:
                 yield CANCEL, None
                 return
             yield PENDING, self._prepare(inst, accepted_syntaxes(event.assoc, inst.sop_class_uid))
+        keep_alive(event.assoc)
 
     def on_move(self, event: evt.Event) -> Iterator[Any]:
         """C-STORE sub-operations on a new association to a configured peer."""
@@ -333,11 +338,13 @@ class DimseServices:
         yield len(instances)
         sub = accepted_by.get("assoc")
         for inst in instances:
+            keep_alive(event.assoc)
             if event.is_cancelled:
                 yield CANCEL, None
                 return
             accepted = accepted_syntaxes(sub, inst.sop_class_uid) if sub is not None else []
             yield PENDING, self._prepare(inst, accepted)
+        keep_alive(event.assoc)
 
     def _prepare(self, inst: StoredInstance, accepted: Sequence[str]) -> Dataset:
         """The instance as a dataset in one of ``accepted``, or a marker pynetdicom counts as failed.
@@ -461,6 +468,18 @@ def move_contexts(instances: Sequence[StoredInstance]) -> list[PresentationConte
                 budget -= 1
         contexts.append(build_context(sop_class, list(UNCOMPRESSED)))
     return contexts
+
+
+def keep_alive(assoc: Association) -> None:
+    """Restart the association's network idle timer: we are working for the peer, not idle.
+
+    pynetdicom restarts that timer only when data arrives and checks it between DIMSE
+    messages, so a C-MOVE, C-GET, C-FIND or ingest that outlasts ``network_timeout``
+    would otherwise be followed by an A-ABORT right after its final response.
+    """
+    timer = getattr(assoc.dul, "_idle_timer", None)
+    if timer is not None:
+        timer.restart()
 
 
 def wait_for_send_queue(assoc: Association, timeout: float, limit: int = SEND_QUEUE_LIMIT) -> None:

@@ -112,7 +112,9 @@ def parse_query(identifier: Dataset, sop_class_uid: str) -> Query:
     """Turn a C-FIND identifier into catalog filters and the keys to return.
 
     Keys the index holds at or above the query level filter when they have a value;
-    every other key is a return key only (empty when we do not know it).
+    every other key is a return key only (empty when we do not know it). The unique
+    keys of the query level and the levels above it are returned even when not asked
+    for (the requestor may omit them: we do not require them).
     """
     level = query_level(identifier, sop_class_uid)
     rank = level_rank(level)
@@ -130,10 +132,12 @@ def parse_query(identifier: Dataset, sop_class_uid: str) -> Query:
         text = value_text(elem.value).strip()
         if text:
             query.filters[keyword] = text
-    unique = UNIQUE_KEYS[level]
-    if not any(k.keyword == unique for k in query.keys):
-        tag = int(Tag(unique))
-        query.keys.append(RequestedKey(tag, unique, dictionary_VR(tag)))
+    # the unique keys of this level and the levels above it are always returned (PS3.4 C.4.1.2.3)
+    levels = MODELS[str(sop_class_uid)]
+    for unique in (UNIQUE_KEYS[lv] for lv in levels[: levels.index(level) + 1]):
+        if not any(k.keyword == unique for k in query.keys):
+            tag = int(Tag(unique))
+            query.keys.append(RequestedKey(tag, unique, dictionary_VR(tag)))
     return query
 
 

@@ -26,6 +26,7 @@ so a peer claiming a 4 GiB PDU makes the server try to hold 4 GiB. Here:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import ssl
@@ -146,17 +147,34 @@ def quickack(sock: socket.socket) -> None:
             pass
 
 
-def recv_exact(sock: socket.socket, nr_bytes: int) -> bytearray:
-    """Read ``nr_bytes`` (fewer only if the peer closed); re-arms ``TCP_QUICKACK`` after each read."""
+def recv_exact(sock: socket.socket, nr_bytes: int, timeout: float | None = None) -> bytearray:
+    """Read ``nr_bytes`` (fewer only if the peer closed); re-arms ``TCP_QUICKACK`` after each read.
+
+    ``timeout`` bounds the whole read, not each ``recv``: a peer trickling one byte at a
+    time (slowloris) cannot hold the connection's thread longer than that. Raises
+    :class:`TimeoutError` when it passes.
+    """
     buf = bytearray(nr_bytes)
     got = 0
-    with memoryview(buf) as view:
-        while got < nr_bytes:
-            n = sock.recv_into(view[got:], nr_bytes - got)
-            if n == 0:
-                break
-            got += n
-            quickack(sock)
+    previous = sock.gettimeout()
+    deadline = None if timeout is None else time.monotonic() + timeout
+    try:
+        with memoryview(buf) as view:
+            while got < nr_bytes:
+                if deadline is not None:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        raise TimeoutError(f"{nr_bytes - got} of {nr_bytes} bytes not received in {timeout} s")
+                    sock.settimeout(remaining)
+                n = sock.recv_into(view[got:], nr_bytes - got)
+                if n == 0:
+                    break
+                got += n
+                quickack(sock)
+    finally:
+        if deadline is not None:
+            with contextlib.suppress(OSError):
+                sock.settimeout(previous)
     if got < nr_bytes:
         del buf[got:]
     return buf
@@ -251,7 +269,7 @@ class GuardedSocket(AssociationSocket):
             if len(head) == nr_bytes:
                 return bytearray(head)
         try:
-            rest = recv_exact(cast(socket.socket, self.socket), nr_bytes - len(head))
+            rest = recv_exact(cast(socket.socket, self.socket), nr_bytes - len(head), self.limits.network_timeout)
         except (OSError, ValueError) as exc:  # timeout, reset, TLS error, closed
             log.info("connection to %s lost: %s", self._peer_ip(), type(exc).__name__)
             self._drop()
@@ -320,7 +338,7 @@ class GuardedRequestHandler(RequestHandler):
                 log.warning("TLS handshake with %s failed: %s", peer, _tls_reason(exc))
                 return
         try:
-            header = recv_exact(sock, PDU_HEADER_LENGTH)
+            header = recv_exact(sock, PDU_HEADER_LENGTH, limits.acse_timeout)
         except (OSError, ValueError):
             header = bytearray()
         if len(header) < PDU_HEADER_LENGTH:

@@ -354,3 +354,46 @@ def test_unknown_calling_ae_is_rejected(tmp_path: Path, caplog: pytest.LogCaptur
         assert "'EVIL' at 127.0.0.1 is not a configured peer" in caplog.text
         good, _ = dcmtk.storescu(server.port, [CT_SMALL], aec=SCP_AET, aet="GOODPEER")
         assert good[CT_SMALL].outcome == "stored"
+
+
+def test_maximum_associations(tmp_path: Path) -> None:
+    with running_scp(tmp_path, dicom={"max_associations": 2}) as (server, _):
+        ae = AE("MANY")
+        ae.add_requested_context("1.2.840.10008.1.1")
+        held = [ae.associate("127.0.0.1", server.port, ae_title=SCP_AET) for _ in range(2)]
+        try:
+            assert all(a.is_established for a in held)
+            third = ae.associate("127.0.0.1", server.port, ae_title=SCP_AET)
+            assert third.is_rejected
+            rj = third.acceptor.primitive
+            assert (rj.result, rj.result_source, rj.diagnostic) == (0x02, 0x03, 0x02)  # transient, local limit
+        finally:
+            for assoc in held:
+                assoc.release()
+        again = ae.associate("127.0.0.1", server.port, ae_title=SCP_AET)
+        assert again.is_established
+        again.release()
+
+
+def test_slowloris_is_cut_off(tmp_path: Path) -> None:
+    """A peer trickling bytes is dropped when one PDU takes longer than the timeout, not per byte."""
+
+    def trickle(sock: socket.socket, data: bytes, interval: float = 0.25) -> float:
+        start = time.monotonic()
+        try:
+            for byte in data:
+                sock.sendall(bytes([byte]))
+                time.sleep(interval)
+            sock.recv(64)  # the server's answer or EOF
+        except OSError:
+            pass
+        return time.monotonic() - start
+
+    with running_scp(tmp_path, dicom={"acse_timeout": 2, "network_timeout": 1}) as (server, _):
+        with socket.create_connection(("127.0.0.1", server.port), timeout=20) as sock:
+            assert trickle(sock, associate_rq()) < 5  # 244 bytes would take 60 s
+        with socket.create_connection(("127.0.0.1", server.port), timeout=20) as sock:
+            sock.sendall(associate_rq())
+            assert sock.recv(65536)[:1] == b"\x02"
+            assert trickle(sock, pdu_header(0x04, 200) + b"\0" * 200) < 5
+        assert dcmtk.echoscu(server.port, aec=SCP_AET).returncode == 0

@@ -7,6 +7,7 @@ retrieve test reads from it.
 from __future__ import annotations
 
 import collections
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,14 +15,19 @@ from pathlib import Path
 import pydicom
 import pytest
 from pydicom.dataset import Dataset
+from pydicom.uid import generate_uid
 from pynetdicom import AE, build_role
 from pynetdicom.sop_class import _STORAGE_CLASSES, StudyRootQueryRetrieveInformationModelGet
 
 from dicom_scp import DicomServer
 from pacs_lite.archive import Archive
 from tests.support import dcmtk
-from tests.support.dimse import SCP_AET, pixel_difference, running_scp
+from tests.support.dimse import SCP_AET, make_instance, pixel_difference, running_scp
+from tests.support.net import free_port
 from tests.support.pacs import corpus_files
+
+# the corpus has files whose meta information says explicit VR and whose dataset is implicit
+pytestmark = pytest.mark.filterwarnings("ignore:Expected explicit VR:UserWarning")
 
 STORAGE_UIDS = set(_STORAGE_CLASSES.values())
 #: dcmtk tools with Nagle's algorithm off: these tests check content, not speed.
@@ -132,6 +138,7 @@ def test_cget_returns_identical_pixels(corpus: StoredCorpus) -> None:
         )
         assert proc.returncode == 0, proc.stderr[-2000:]
         counts = dcmtk.final_suboperations(proc.stdout + proc.stderr)
+        assert "completed" in counts, proc.stdout[-2000:]
         failed_total += counts.get("failed", 0)
         for path in files:
             received[str(pydicom.dcmread(path, stop_before_pixels=True, force=True).SOPInstanceUID)] = path
@@ -161,7 +168,7 @@ def test_cmove_to_storescp_returns_identical_pixels(corpus: StoredCorpus) -> Non
     counts = dcmtk.final_suboperations(proc.stdout + proc.stderr)
     new = [p for p in corpus.storescp.files() if p not in before]
     received = {str(pydicom.dcmread(p, stop_before_pixels=True, force=True).SOPInstanceUID): p for p in new}
-    assert counts.get("failed", 0) == 0, counts
+    assert counts.get("failed") == 0 and counts.get("completed") == len(corpus.sent), counts
     assert set(received) == set(corpus.sent)
     differences = {}
     for uid, path in received.items():
@@ -171,10 +178,48 @@ def test_cmove_to_storescp_returns_identical_pixels(corpus: StoredCorpus) -> Non
     assert not differences
 
 
-def test_cmove_unknown_destination(corpus: StoredCorpus) -> None:
-    proc = dcmtk.movescu(
-        corpus.server.port, "STUDY", {"StudyInstanceUID": "1.2.3"}, destination="NOWHERE", aec=SCP_AET, extra=["-d"]
+def test_cget_patient_level_patient_root(corpus: StoredCorpus) -> None:
+    inst = next(i for i in corpus.archive.catalog.instances() if corpus.sent[i.sop_instance_uid].name == "CT_small.dcm")
+    pid = str(pydicom.dcmread(corpus.sent[inst.sop_instance_uid], stop_before_pixels=True).PatientID)
+    expected = {
+        i.sop_instance_uid
+        for row in corpus.archive.catalog.find("STUDY", {"PatientID": pid})
+        for i in corpus.archive.catalog.instances(study_uid=row["StudyInstanceUID"])
+    }
+    files, proc = dcmtk.getscu(
+        corpus.server.port,
+        "PATIENT",
+        {"PatientID": pid},
+        corpus.workdir / "get-patient",
+        aec=SCP_AET,
+        model="-P",
+        env=FAST,
     )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    got = {str(pydicom.dcmread(p, stop_before_pixels=True, force=True).SOPInstanceUID) for p in files}
+    assert inst.sop_instance_uid in got and got <= expected
+
+
+def test_cmove_series_level(corpus: StoredCorpus) -> None:
+    inst = next(iter(corpus.archive.catalog.instances()))
+    series = corpus.archive.catalog.instances(series_uid=inst.series_instance_uid)
+    before = set(corpus.storescp.files())
+    proc = dcmtk.movescu(
+        corpus.server.port,
+        "SERIES",
+        {"StudyInstanceUID": inst.study_instance_uid, "SeriesInstanceUID": inst.series_instance_uid},
+        destination="STORESCP",
+        aec=SCP_AET,
+        env=FAST,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    counts = dcmtk.final_suboperations(proc.stdout + proc.stderr)
+    assert counts.get("completed") == len(series) and counts.get("failed", 0) == 0
+    assert len(set(corpus.storescp.files()) - before) <= len(series)  # storescp overwrites same-UID files
+
+
+def test_cmove_unknown_destination(corpus: StoredCorpus) -> None:
+    proc = dcmtk.movescu(corpus.server.port, "STUDY", {"StudyInstanceUID": "1.2.3"}, destination="NOWHERE", aec=SCP_AET)
     assert "0xa801" in (proc.stdout + proc.stderr).lower()
 
 
@@ -202,13 +247,18 @@ def _cget_only(port: int, study_uid: str, sop_class: str, syntaxes: list[str]) -
     query = Dataset()
     query.QueryRetrieveLevel = "STUDY"
     query.StudyInstanceUID = study_uid
-    last = Dataset()
+    statuses: list[Dataset] = []
     try:
         for status, _ in assoc.send_c_get(query, StudyRootQueryRetrieveInformationModelGet):
-            last = status
+            statuses.append(status)
     finally:
         assoc.release()
-    return last, got
+    pending = [s for s in statuses if s.Status == 0xFF00]
+    total = len(pending)
+    for n, s in enumerate(pending, 1):  # every pending response carries the sub-operation counts
+        done = s.NumberOfCompletedSuboperations + s.NumberOfFailedSuboperations + s.NumberOfWarningSuboperations
+        assert done == n and s.NumberOfRemainingSuboperations == total - n
+    return statuses[-1], got
 
 
 def test_cget_counts_instances_without_accepted_context_as_failed(corpus: StoredCorpus) -> None:
@@ -269,3 +319,33 @@ def test_cget_bad_identifier_is_a_clear_failure(corpus: StoredCorpus) -> None:
 def test_storage_classes_cover_the_corpus(corpus: StoredCorpus) -> None:
     classes = {i.sop_class_uid for i in corpus.archive.catalog.instances()}
     assert classes <= STORAGE_UIDS
+
+
+def test_long_cmove_is_not_aborted_by_the_idle_timer(tmp_path: Path) -> None:
+    """A C-MOVE outlasting network_timeout: the requestor's association sees no traffic meanwhile."""
+    from pynetdicom import evt
+
+    received: list[str] = []
+
+    def slow_store(event: evt.Event) -> int:
+        time.sleep(0.15)
+        received.append(str(event.request.AffectedSOPInstanceUID))
+        return 0x0000
+
+    dest = AE("SLOWDEST")
+    dest.add_supported_context("1.2.840.10008.5.1.4.1.1.7", ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2"])
+    port = free_port()
+    dest_server = dest.start_server(("127.0.0.1", port), block=False, evt_handlers=[(evt.EVT_C_STORE, slow_store)])
+    try:
+        peers = [{"ae_title": "SLOWDEST", "host": "127.0.0.1", "port": port}]
+        with running_scp(tmp_path, peers=peers, dicom={"network_timeout": 1}) as (server, archive):
+            study, series = generate_uid(), generate_uid()
+            for n in range(1, 13):  # 12 x 0.15 s: about twice the network timeout
+                assert archive.ingest.ingest_part10(make_instance(study_uid=study, series_uid=series, number=n)).ok
+            proc = dcmtk.movescu(server.port, "STUDY", {"StudyInstanceUID": study}, destination="SLOWDEST", aec=SCP_AET)
+        output = proc.stdout + proc.stderr
+        assert proc.returncode == 0 and "Peer aborted" not in output, output[-1500:]
+        assert dcmtk.final_suboperations(output).get("completed") == 12
+        assert len(received) == 12
+    finally:
+        dest_server.shutdown()

@@ -223,6 +223,7 @@ def test_flipped_byte_is_detected_by_wado_and_verify(tmp_path: Path) -> None:
 SOAK_SECONDS = float(os.environ.get("PACSLITE_SOAK_SECONDS", "300"))
 
 
+@pytest.mark.timeout(SOAK_SECONDS + 900)
 def test_soak_four_senders_and_readers(tmp_path: Path) -> None:
     """Four storescu senders for five minutes while QIDO and WADO readers run."""
     server = PacsServer(tmp_path / "node")

@@ -102,9 +102,9 @@ class StoreOutcome:
     detail: str = ""
 
 
-STORESCU_LOG_CONFIG = """\
+APP_LOG_CONFIG = """\
 log4cplus.rootLogger = INFO, console
-log4cplus.logger.dcmtk.apps.storescu = DEBUG
+log4cplus.logger.dcmtk.apps.{app} = DEBUG
 log4cplus.appender.console = log4cplus::ConsoleAppender
 log4cplus.appender.console.layout = log4cplus::PatternLayout
 log4cplus.appender.console.layout.ConversionPattern = %P: %m%n
@@ -179,7 +179,7 @@ def storescu(
     """
     with tempfile.TemporaryDirectory(prefix="storescu-") as tmp:
         log_config = Path(tmp) / "logger.cfg"
-        log_config.write_text(STORESCU_LOG_CONFIG)
+        log_config.write_text(APP_LOG_CONFIG.format(app="storescu"))
         args = ["storescu", "-lc", str(log_config), "-nh", "-aet", aet, "-aec", aec, *extra, host, str(port), *files]
         proc = run(args, timeout=timeout, env=env)
     return parse_storescu_log(proc.stdout + "\n" + proc.stderr, files), proc
@@ -380,10 +380,11 @@ def movescu(
     env: Mapping[str, str] | None = None,
     timeout: float = 300,
 ) -> subprocess.CompletedProcess[str]:
-    """C-MOVE to ``destination`` (an AE the SCP knows)."""
+    """C-MOVE to ``destination`` (an AE the SCP knows); the log has every response's counts."""
     args = [
         "movescu",
-        "-v",
+        "-lc",
+        "",  # replaced below by the logger configuration
         model,
         "-aet",
         aet,
@@ -398,14 +399,18 @@ def movescu(
         host,
         str(port),
     ]
-    return run(args, timeout=timeout, env=env)
+    with tempfile.TemporaryDirectory(prefix="movescu-") as tmp:
+        log_config = Path(tmp) / "logger.cfg"
+        log_config.write_text(APP_LOG_CONFIG.format(app="movescu"))
+        args[2] = str(log_config)
+        return run(args, timeout=timeout, env=env)
 
 
 _SUBOPS = re.compile(r"(Completed|Failed|Warning|Remaining) Suboperations\s*:\s*(\d+)", re.IGNORECASE)
 
 
 def final_suboperations(output: str) -> dict[str, int]:
-    """The last Completed/Failed/Warning sub-operation counts a getscu/movescu ``-v`` log shows."""
+    """The last Completed/Failed/Warning/Remaining sub-operation counts in a getscu/movescu log."""
     counts: dict[str, int] = {}
     for name, value in _SUBOPS.findall(output):
         counts[name.lower()] = int(value)
