@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
-PHASES = ("storage", "wado", "ingest", "rss", "qido")
+PHASES = ("ingest", "rss", "storage", "wado", "qido")
 
 
 def machine() -> dict[str, object]:
@@ -110,7 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     results = Results(meta={
         "date": now.strftime("%Y-%m-%d %H:%M UTC"), "machine": machine(), "versions": tool_versions(),
         "quick": args.quick, "rounds": scale.rounds, "parts": args.only, "data": spec.__dict__,
-        "scale": scale.__dict__,
+        "scale": scale.__dict__, "loadavg_start": [round(x, 2) for x in os.getloadavg()],
     })
     log(f"PACS-lite benchmark: {'quick' if args.quick else 'full'}, {scale.rounds} round(s), parts: "
         f"{', '.join(args.only)}")
@@ -172,6 +172,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             shutil.rmtree(workdir, ignore_errors=True)
     total = time.monotonic() - started
+    results.meta["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
     results.meta["seconds"] = {"total": round(total, 1), **timings}
 
     print()
@@ -179,6 +180,8 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"{results.meta['machine']['nproc']} cores, {results.meta['machine']['ram_gb']} GB, "
           f"{results.meta['machine']['cpu']}")
     print(", ".join(f"{k} {v}" for k, v in results.meta["versions"].items()))
+    print(f"load average (1/5/15 min) at start {results.meta['loadavg_start']}, at end {results.meta['loadavg_end']}; "
+          f"took {total / 60:.1f} min")
     print()
     print(results.table())
     print()

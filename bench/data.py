@@ -34,6 +34,7 @@ import os
 import random
 import shutil
 import threading
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -353,9 +354,11 @@ def prepare(cache_dir: Path, spec: DataSpec, log: Callable[[str], None] = print)
         tmp = cache_dir / f".data-{spec.key()}.tmp{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         log(f"generating benchmark data into {root} (cached for later runs)")
+        with warnings.catch_warnings():  # pydicom warns about the odd real images it reads; they are copied as is
+            warnings.simplefilter("ignore")
+            real, real_studies = _make_real(tmp / "real", spec.real_limit)
         ct, study, series, sops = _make_ct(tmp / "ct", spec.ct_slices)
         small, small_studies = _make_small(tmp / "small", spec.small_instances, spec.small_per_series)
-        real, real_studies = _make_real(tmp / "real", spec.real_limit)
         _make_qido_files(tmp / "qido", population[: spec.qido_orthanc_studies])
         (tmp / "manifest.json").write_text(json.dumps({
             "spec": asdict(spec), "ct_study": study, "ct_series": series, "ct_sops": sops,

@@ -33,6 +33,7 @@ from .systems import (
     OrthancSystem,
     PacsLite,
     Storescp,
+    ensure_running,
     memory_kib,
     wait_all_ready,
 )
@@ -75,7 +76,10 @@ class Context:
     results: Results
     log: Callable[[str], None] = print
     systems: dict[str, Any] = field(default_factory=dict)
-    loaded: set[str] = field(default_factory=set)
+    #: stored bytes per system key and data set, measured when the set was first sent to it
+    stored: dict[str, dict[str, int]] = field(default_factory=dict)
+    #: a variant of the CT series that system key holds completely (for WADO-RS)
+    ct_variant: dict[str, int] = field(default_factory=dict)
     variant: int = bdata.BASE_VARIANT
 
     def next_variant(self) -> int:
@@ -114,13 +118,17 @@ class Context:
             system.start()
         wait_all_ready(new)
         if new:
-            self.log(f"  started {', '.join(s.label for s in new)} in {time.monotonic() - started:.0f} s")
+            seconds = time.monotonic() - started
+            self.log(f"  started {', '.join(s.label for s in new)} in {seconds:.0f} s")
+            self.results.extra.setdefault("startup_seconds", {})[" + ".join(s.label for s in new)] = round(seconds, 1)
 
     def stop(self, keys: Iterable[str] | None = None) -> None:
         """Stop the systems ``keys`` (default: all), in parallel."""
         chosen = [(key, self.systems.pop(key)) for key in list(self.systems if keys is None else keys)
                   if key in self.systems]
-        self.loaded = {m for m in self.loaded if m.split(":")[0] not in dict(chosen)}
+        for key, _system in chosen:
+            self.stored.pop(key, None)
+            self.ct_variant.pop(key, None)
         stop_all([system for _key, system in chosen], self.log)
 
 
@@ -242,6 +250,19 @@ def wait_compressed(system: Any, timeout: float = 900.0) -> None:
         time.sleep(0.05)
 
 
+def settled_bytes(system: Any, timeout: float = 15.0) -> int:
+    """``system.stored_bytes()`` once it stops changing (originals are deleted just after the index switch)."""
+    deadline = time.monotonic() + timeout
+    last = system.stored_bytes()
+    while time.monotonic() < deadline:
+        time.sleep(0.3)
+        now = system.stored_bytes()
+        if now == last:
+            return now
+        last = now
+    return last
+
+
 @dataclass
 class IngestResult:
     seconds_ack: float
@@ -252,14 +273,23 @@ class IngestResult:
     errors: list[str]
 
 
-def ingest_once(ctx: Context, system: Any, files: Sequence[Path], *, tuned: bool, associations: int) -> IngestResult:
-    """Send a fresh variant of ``files`` (new UIDs), time the acks and, for PACS-lite, compression."""
+def ingest_once(ctx: Context, key: str, files: Sequence[Path], *, tuned: bool, associations: int,
+                storage_set: str | None = None) -> IngestResult:
+    """Send a fresh variant of ``files`` (new UIDs), time the acks and, for PACS-lite, compression.
+
+    With ``storage_set`` (a complete data set) the stored bytes it added are recorded in
+    ``ctx.stored`` (once compression has finished), so that the storage part need not
+    send it again.
+    """
+    system = ctx.systems[key]
+    ensure_running(system)
     variant = ctx.next_variant()
     copy_dir = ctx.workdir / "variants" / str(variant)
     copies = bdata.make_variant(files, variant, copy_dir)
     if isinstance(system, Storescp):
         system.clear()
     before = system.instance_count()
+    bytes_before = system.stored_bytes() if storage_set else 0
     with RssSampler(system) as sampler:
         started = time.perf_counter()
         seconds, errors = send(system, copies, tuned=tuned, associations=associations)
@@ -270,6 +300,10 @@ def ingest_once(ctx: Context, system: Any, files: Sequence[Path], *, tuned: bool
     stored = system.instance_count() - before
     if stored != len(files):
         errors.append(f"{system.label}: {stored} of {len(files)} instances stored")
+    elif storage_set:
+        ctx.stored.setdefault(key, {})[storage_set] = settled_bytes(system) - bytes_before
+        if storage_set == "ct":
+            ctx.ct_variant.setdefault(key, variant)
     shutil.rmtree(copy_dir, ignore_errors=True)
     if isinstance(system, Storescp):
         system.clear()
@@ -301,7 +335,10 @@ def phase_ingest(ctx: Context, *, record_ingest: bool = True) -> None:
             for m_i, (mode, label, tuned, assocs) in enumerate(modes):
                 files = dataset.files[:subsets.get(mode, len(dataset.files))]
                 for key in rotate(keys, r + s_i + m_i):
-                    out = ingest_once(ctx, systems[key], files, tuned=tuned, associations=assocs)
+                    measure_storage = (set_name if mode == "tuned" and key in ("pacs", "orthanc")
+                                       and set_name not in ctx.stored.get(key, {}) else None)
+                    out = ingest_once(ctx, key, files, tuned=tuned, associations=assocs,
+                                      storage_set=measure_storage)
                     for err in out.errors:
                         res.error(f"ingest {set_name}/{mode}/{key}: {err}")
                     round_peak[key] = max(round_peak[key], out.peak_rss_kib / 1024)
@@ -343,12 +380,16 @@ def phase_ingest(ctx: Context, *, record_ingest: bool = True) -> None:
 
 
 def load_base(ctx: Context, key: str, sets: Sequence[str] = ("ct",)) -> dict[str, int]:
-    """Send the cached (base-variant) sets to system ``key`` once; return stored bytes per set."""
+    """Make sure system ``key`` holds each of ``sets``; return the stored bytes each added.
+
+    A set the ingest part already sent completely is not sent again (its stored bytes
+    were recorded then); otherwise the cached base variant is sent now, one association.
+    """
     system = ctx.system(key)
-    sizes: dict[str, int] = {}
+    ensure_running(system)
+    measured = ctx.stored.setdefault(key, {})
     for name in sets:
-        marker = f"{key}:{name}"
-        if marker in ctx.loaded:
+        if name in measured:
             continue
         dataset = getattr(ctx.data, name)
         before = system.stored_bytes()
@@ -366,10 +407,13 @@ def load_base(ctx: Context, key: str, sets: Sequence[str] = ("ct",)) -> dict[str
                 ctx.results.error(f"load {name} into {key}: {err}")
         if system.compresses:
             wait_compressed(system)
-        sizes[name] = system.stored_bytes() - before
-        ctx.results.extra.setdefault("instances_stored", {})[marker] = system.instance_count() - count_before
-        ctx.loaded.add(marker)
-    return sizes
+        measured[name] = settled_bytes(system) - before
+        count = system.instance_count() - count_before
+        if name != "real" and count != len(dataset.files):
+            ctx.results.error(f"load {name} into {key}: {count} of {len(dataset.files)} instances stored")
+        if name == "ct":
+            ctx.ct_variant.setdefault(key, bdata.BASE_VARIANT)
+    return {name: measured[name] for name in sets}
 
 
 def phase_storage(ctx: Context) -> None:
@@ -442,11 +486,20 @@ def phase_wado(ctx: Context) -> None:
     ctx.start(keys)
     for key in keys:
         load_base(ctx, key, ("ct",))
-    study, series = ctx.data.ct.study_uids[0], ctx.data.ct_series_uid
-    sops = ctx.data.ct_sop_uids
+        ensure_running(ctx.system(key))
+    base_marker = f"{bdata.UID_ROOT}.{bdata.BASE_VARIANT}."
+
+    def uids(key: str) -> tuple[str, str, list[str]]:
+        """Study, series and SOP Instance UIDs of the CT series as system ``key`` holds it."""
+        marker = f"{bdata.UID_ROOT}.{ctx.ct_variant[key]}."
+        return (ctx.data.ct.study_uids[0].replace(base_marker, marker),
+                ctx.data.ct_series_uid.replace(base_marker, marker),
+                [u.replace(base_marker, marker) for u in ctx.data.ct_sop_uids])
+
     rng = random.Random(5)
     n = ctx.scale.wado_requests
-    sample = [rng.choice(sops) for _ in range(n)]
+    picks = [rng.randrange(len(ctx.data.ct_sop_uids)) for _ in range(n)]
+    sops = ctx.data.ct_sop_uids
     res = ctx.results
     kinds = (
         # key, label, path suffix, accept, client counts, target on p50
@@ -456,16 +509,19 @@ def phase_wado(ctx: Context) -> None:
         ("frame_any", "frame 1, transfer-syntax=*", "/frames/1", ACCEPT_OCTET + "; transfer-syntax=*", (1,), False),
     )
     raw_study = ctx.data.ct.bytes
+    def instance_urls(key: str, suffix: str = "") -> list[str]:
+        study, series, sop_uids = uids(key)
+        base = f"{ctx.system(key).dicomweb}/studies/{study}/series/{series}/instances/"
+        return [base + sop_uids[i] + suffix for i in picks]
+
     for key in keys:  # warm-up: first requests pay imports, connection set-up, caches
-        base = ctx.system(key).dicomweb
-        latencies([f"{base}/studies/{study}/series/{series}/instances/{sop}" for sop in sample[:4]], ACCEPT_DICOM, 1)
+        latencies(instance_urls(key)[:4], ACCEPT_DICOM, 1)
     for r in range(ctx.scale.rounds):
         for k_i, (kind, label, suffix, accept, client_counts, with_target) in enumerate(kinds):
             for clients in client_counts:
                 for key in rotate(keys, r + k_i):
-                    base = ctx.system(key).dicomweb
-                    urls = [f"{base}/studies/{study}/series/{series}/instances/{sop}{suffix}" for sop in sample]
-                    values, errors = latencies(urls, accept, clients)
+                    ensure_running(ctx.system(key))
+                    values, errors = latencies(instance_urls(key, suffix), accept, clients)
                     for err in errors[:3]:
                         res.error(f"wado {kind} {key}: {err}")
                     for stat, q in (("p50", 50), ("p95", 95)):
@@ -477,6 +533,7 @@ def phase_wado(ctx: Context) -> None:
                         row.add(key, percentile(values, q))
         # series metadata of the CT series (warm: one untimed request first)
         for key in rotate(keys, r):
+            study, series, _sops = uids(key)
             url = f"{ctx.system(key).dicomweb}/studies/{study}/series/{series}/metadata"
             with requests.Session() as session:
                 first, status, size = timed_get(session, url, ACCEPT_JSON)
@@ -494,7 +551,7 @@ def phase_wado(ctx: Context) -> None:
                                          ("uncompressed", "uncompressed",
                                           ACCEPT_DICOM + f"; transfer-syntax={EXPLICIT_LE}")):
             for key in rotate(keys, r):
-                url = f"{ctx.system(key).dicomweb}/studies/{study}"
+                url = f"{ctx.system(key).dicomweb}/studies/{uids(key)[0]}"
                 started = time.perf_counter()
                 wire = 0
                 with requests.get(url, headers={"Accept": accept}, stream=True, timeout=600) as response:

@@ -242,6 +242,10 @@ class PacsLite:
         _kill_group(proc.pid)
         process.kill()
 
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.running
+
     def catalog(self) -> Any:
         """A :class:`pacs_lite.catalog.Catalog` on this server's index (read-only use)."""
         if self._catalog is None:
@@ -346,6 +350,11 @@ class OrthancSystem:
     def wait_ready(self, timeout: float = 120.0) -> float:
         return 0.0  # Orthanc.start() already waited
 
+    @property
+    def running(self) -> bool:
+        process = self.orthanc.process
+        return process is not None and process.running
+
     def stop(self) -> None:
         self.orthanc.stop(timeout=30)
 
@@ -401,6 +410,10 @@ class Storescp:
         if self.process is not None:
             self.process.stop(timeout=10)
 
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.running
+
     def pids(self) -> list[int]:
         return process_tree(self.process.pid) if self.process and self.process.running else []
 
@@ -420,6 +433,12 @@ class Storescp:
 
     def log_tail(self, lines: int = 30) -> str:
         return self.process.log_tail(lines) if self.process else ""
+
+
+def ensure_running(system: Any) -> None:
+    """Raise if ``system`` has exited (something killed it or it crashed): its numbers would be void."""
+    if not system.running:
+        raise RuntimeError(f"{system.label} is no longer running; log tail:\n{system.log_tail(20)}")
 
 
 def wait_all_ready(systems: Iterable[Any], timeout: float = 180.0) -> None:

@@ -59,7 +59,7 @@ class Hostile:
 @pytest.fixture(scope="module")
 def hostile(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hostile]:
     workdir = tmp_path_factory.mktemp("dimse-hostile")
-    with running_scp(workdir / "pacs", dicom={"acse_timeout": 5}) as (server, archive):
+    with running_scp(workdir / "pacs", dicom={"acse_timeout": 2}) as (server, archive):
         h = Hostile(server, archive, workdir)
         h.reference_store()  # the baseline object
         yield h
@@ -396,4 +396,21 @@ def test_slowloris_is_cut_off(tmp_path: Path) -> None:
             sock.sendall(associate_rq())
             assert sock.recv(65536)[:1] == b"\x02"
             assert trickle(sock, pdu_header(0x04, 200) + b"\0" * 200) < 5
+        assert dcmtk.echoscu(server.port, aec=SCP_AET).returncode == 0
+
+
+def test_object_size_cap(tmp_path: Path) -> None:
+    """Slightly over ingest.max_object_bytes: a failure status; far over it: the transport aborts
+    before buffering the dataset (the guard allows 1 MiB of slack)."""
+    big = get_testdata_file("RG1_UNCR.dcm", read=False) or ""
+    if not big:
+        pytest.skip("pydicom-data not installed")
+    with running_scp(tmp_path, ingest={"max_object_bytes": 4096}) as (server, archive):
+        rss = rss_bytes()
+        small, _ = dcmtk.storescu(server.port, [CT_SMALL], aec=SCP_AET)
+        assert small[CT_SMALL].outcome == "failed" and small[CT_SMALL].status == 0xA700
+        huge, proc = dcmtk.storescu(server.port, [big], aec=SCP_AET)
+        assert huge[big].outcome != "stored"
+        assert rss_bytes() - rss < 50 * 1024**2
+        assert archive.catalog.counts()["instances"] == 0
         assert dcmtk.echoscu(server.port, aec=SCP_AET).returncode == 0

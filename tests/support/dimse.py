@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import io
 import socket
 import struct
@@ -95,11 +94,6 @@ def make_instance(
     buf = io.BytesIO()
     ds.save_as(buf, enforce_file_format=True)
     return buf.getvalue()
-
-
-def dataset_sha(path: str | Path) -> str:
-    """SHA-256 of a file (for identity checks)."""
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def pixel_difference(sent: Dataset, got: Dataset) -> str | None:
