@@ -54,7 +54,7 @@ class ParsedObject:
 def new_object_key(prefix: str = "instances") -> str:
     """A fresh server-generated key; nothing in it comes from the peer."""
     u = uuid.uuid4().hex
-    return f"{prefix}/{u[:2]}/{u[2:4]}/{u}.dcm"
+    return f"{prefix}/{u[:2]}/{u}.dcm"
 
 
 def check_structure(data: bytes | memoryview, transfer_syntax_uid: str) -> None:

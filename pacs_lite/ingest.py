@@ -186,18 +186,6 @@ class IngestService:
 
         received_sha = hashlib.sha256(parsed.dataset_bytes).hexdigest()
         try:
-            existing = self.catalog.lookup_instance(sop_uid)
-        except CatalogUnavailable as exc:
-            return self._result(IngestResult("failed", OUT_OF_RESOURCES, str(exc), **base))
-        if existing is not None:
-            if existing.received_sha256 == received_sha:
-                return self._result(IngestResult("duplicate", SUCCESS, "identical instance already stored", **base))
-            if self.duplicates == "reject":
-                return self._result(IngestResult(
-                    "rejected", DUPLICATE_REFUSED,
-                    "an instance with this SOP Instance UID and different content is already stored", **base))
-
-        try:
             metadata = dicomjson.instance_metadata(ds, study_uid, series_uid, sop_uid)
             record = self._record(ds, parsed, uids, received_sha, metadata)
         except (RecursionError, MemoryError):
@@ -219,7 +207,8 @@ class IngestService:
 
         enqueue = [("compress", {"sop_instance_uid": sop_uid})] if record.compression_state == "pending" else []
         try:
-            outcome = self.catalog.record_instance(record, enqueue=enqueue)
+            outcome = self.catalog.record_instance(record, enqueue=enqueue,
+                                                   keep_revisions=self.duplicates == "revision")
         except Exception as exc:  # noqa: BLE001 - any index failure: the object is unreferenced
             self._discard(record.object_key)
             reason = str(exc) if isinstance(exc, CatalogUnavailable) else f"index write failed: {type(exc).__name__}"
@@ -228,10 +217,14 @@ class IngestService:
         crash_point("ingest.after_index_commit")
         for key in outcome.orphaned_keys:
             self._discard(key)
-        if self.metrics is not None:
+        if self.metrics is not None and outcome.status in ("stored", "revised"):
             self.metrics.observe_ingest(time.perf_counter() - started, len(data))
         if outcome.status == "duplicate":
             return self._result(IngestResult("duplicate", SUCCESS, "identical instance already stored", **base))
+        if outcome.status == "conflict":
+            return self._result(IngestResult(
+                "rejected", DUPLICATE_REFUSED,
+                "an instance with this SOP Instance UID and different content is already stored", **base))
         if outcome.status == "revised":
             return self._result(IngestResult("revised", SUCCESS, "new revision; the previous object is retained", **base))
         return self._result(IngestResult("stored", SUCCESS, "", **base))

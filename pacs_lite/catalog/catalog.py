@@ -18,7 +18,19 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import ColumnElement, Engine, create_engine, delete, event, func, select, text, update
+from sqlalchemy import (
+    ColumnElement,
+    Engine,
+    bindparam,
+    create_engine,
+    delete,
+    event,
+    func,
+    insert,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -125,6 +137,15 @@ def _configure_sqlite(engine: Engine, *, immediate: bool) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
+# Statements of the ingest fast path, built once so that SQLAlchemy compiles them once.
+_INSERT_INSTANCE = insert(Instance)
+_COUNT_SERIES = update(Series).where(Series.id == bindparam("pk")).values(
+    num_instances=Series.num_instances + 1, metadata_version=Series.metadata_version + 1, metadata_gz=None)
+_COUNT_STUDY = update(Study).where(Study.id == bindparam("pk")).values(
+    num_instances=Study.num_instances + 1, size_bytes=Study.size_bytes + bindparam("size"),
+    updated_at=bindparam("now"), modalities_in_study=bindparam("modalities"))
+
+
 class Catalog:
     """The index of patients, studies, series, instances and jobs.
 
@@ -210,23 +231,76 @@ class Catalog:
             ).first()
             return _instance_view(*row) if row else None
 
-    def record_instance(self, rec: InstanceRecord, *, enqueue: Sequence[tuple[str, dict[str, Any]]] = ()) -> RecordOutcome:
+    def record_instance(self, rec: InstanceRecord, *, enqueue: Sequence[tuple[str, dict[str, Any]]] = (),
+                        keep_revisions: bool = True) -> RecordOutcome:
         """Index a stored object in one transaction (patient, study, series, instance, counts, jobs).
 
         A different object already indexed under the same SOP Instance UID is kept as a
-        revision and the instance row points at the new one; an identical one
-        (same received SHA-256) makes this a duplicate and ``rec.object_key`` an orphan
-        for the caller to delete.
+        revision and the instance row points at the new one (with ``keep_revisions``;
+        otherwise the outcome is ``"conflict"``); an identical one (same received SHA-256)
+        makes this a duplicate. In both refusals ``rec.object_key`` is returned as an
+        orphan for the caller to delete.
         """
         for attempt in range(3):
             try:
                 with self.writer() as s:
-                    return self._record(s, rec, enqueue)
+                    fast = self._record_fast(s, rec, enqueue, keep_revisions)
+                    return fast if fast is not None else self._record(s, rec, enqueue)
             except IntegrityError:
                 # a concurrent writer created the same patient/study/series/instance first
                 if attempt == 2:
                     raise
         raise AssertionError("unreachable")
+
+    def _record_fast(self, s: Session, rec: InstanceRecord, enqueue: Sequence[tuple[str, dict[str, Any]]],
+                     keep_revisions: bool) -> RecordOutcome | None:
+        """The common case in a few Core statements: a new instance of a series already indexed.
+
+        Returns ``None`` when the general (ORM) path must run: a new series, study or
+        patient, or a revision of an existing instance.
+        """
+        conn = s.connection()
+        existing = conn.execute(self._for_update(
+            select(Instance.received_sha256).where(Instance.sop_instance_uid == rec.sop_instance_uid))).first()
+        if existing is not None:
+            if existing.received_sha256 == rec.received_sha256:
+                return RecordOutcome("duplicate", orphaned_keys=[rec.object_key])
+            if not keep_revisions:
+                return RecordOutcome("conflict", orphaned_keys=[rec.object_key])
+            return None
+        row = conn.execute(
+            select(Series.id, Series.study_pk, Study.modalities_in_study)
+            .join(Study, Series.study_pk == Study.id)
+            .where(Series.series_instance_uid == rec.series["series_instance_uid"],
+                   Study.study_instance_uid == rec.study["study_instance_uid"])
+        ).first()
+        if row is None:
+            return None
+        now = utcnow()
+        instance_id = conn.execute(_INSERT_INSTANCE, {
+            "series_pk": row.id, "sop_instance_uid": rec.sop_instance_uid, "sop_class_uid": rec.sop_class_uid,
+            "instance_number": rec.instance_number, "number_of_frames": rec.number_of_frames, "rows": rec.rows,
+            "columns": rec.columns, "transfer_syntax_uid": rec.transfer_syntax_uid, "object_key": rec.object_key,
+            "object_size": rec.object_size, "object_sha256": rec.object_sha256,
+            "received_transfer_syntax_uid": rec.transfer_syntax_uid, "received_sha256": rec.received_sha256,
+            "received_size": rec.object_size, "compression_state": rec.compression_state,
+            "compression_note": rec.compression_note, "integrity": "ok",
+            "metadata_z": zlib.compress(rec.metadata_json, 1), "created_at": now, "updated_at": now,
+        }).inserted_primary_key[0]
+        conn.execute(_COUNT_SERIES, {"pk": row.id})
+        modality = rec.series.get("modality", "")
+        modalities = row.modalities_in_study or ""
+        if modality and f"\\{modality}\\" not in modalities:
+            current = [m for m in modalities.split("\\") if m]
+            modalities = "\\" + "\\".join(sorted({*current, modality})) + "\\"
+        conn.execute(_COUNT_STUDY, {"pk": row.study_pk, "size": rec.object_size, "now": now, "modalities": modalities})
+        if enqueue:
+            conn.execute(insert(Job), [
+                {"kind": kind, "payload": json.dumps({**payload, "instance_id": instance_id}), "state": "queued",
+                 "attempts": 0, "run_after": now, "claimed_by": "", "last_error": "", "created_at": now,
+                 "updated_at": now}
+                for kind, payload in enqueue])
+        return RecordOutcome("stored")
 
     def _record(self, s: Session, rec: InstanceRecord, enqueue: Sequence[tuple[str, dict[str, Any]]]) -> RecordOutcome:
         now = utcnow()
@@ -269,7 +343,7 @@ class Catalog:
         inst.received_sha256, inst.received_size = rec.received_sha256, rec.object_size
         inst.compression_state, inst.compression_note = rec.compression_state, rec.compression_note
         inst.integrity = "ok"
-        inst.metadata_z = zlib.compress(rec.metadata_json, 6)
+        inst.metadata_z = zlib.compress(rec.metadata_json, 1)
         inst.updated_at = now
         series.metadata_version += 1
         series.metadata_gz = None
