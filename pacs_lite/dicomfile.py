@@ -18,12 +18,11 @@ from dataclasses import dataclass
 
 import pydicom
 from pydicom.datadict import dictionary_VR
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filereader import _read_file_meta_info, read_preamble
-from pydicom.filewriter import write_file_meta_info
 
-IMPLEMENTATION_CLASS_UID = "1.2.826.0.1.3680043.10.1447.1.1"  # PACS-lite implementation class
+IMPLEMENTATION_CLASS_UID = "2.25.105972989377714384401221926319813216145"  # ours: a UUID-derived UID (PS3.5 B.2)
 IMPLEMENTATION_VERSION = "PACSLITE_010"
 
 IMPLICIT_LE = "1.2.840.10008.1.2"
@@ -188,9 +187,8 @@ def _walk_fragments(buf: memoryview, pos: int, end: int, little: bool) -> int:
 def parse_dataset(dataset_bytes: bytes | memoryview, transfer_syntax_uid: str) -> Dataset:
     """Check the structure of an encoded dataset, then read it (values stay raw until used)."""
     check_structure(dataset_bytes, transfer_syntax_uid)
-    meta = FileMetaDataset()
-    meta.TransferSyntaxUID = transfer_syntax_uid
-    fp = DicomBytesIO(b"\0" * 128 + b"DICM" + _encode_meta(meta) + bytes(dataset_bytes))
+    fp = DicomBytesIO(b"\0" * 128 + b"DICM" + encode_file_meta({0x00020010: transfer_syntax_uid})
+                      + bytes(dataset_bytes))
     try:
         return pydicom.dcmread(fp, force=False)
     except Exception as exc:  # noqa: BLE001 - pydicom raises many types on malformed input
@@ -216,34 +214,39 @@ def parse_part10(data: bytes) -> ParsedObject:
     return ParsedObject(ds, ts, body)
 
 
-def _encode_meta(meta: FileMetaDataset) -> bytes:
-    fp = DicomBytesIO()
-    fp.is_little_endian = True
-    fp.is_implicit_VR = False
-    write_file_meta_info(fp, meta, enforce_standard=False)
-    return fp.getvalue()
+_META_VR = {0x00020002: b"UI", 0x00020003: b"UI", 0x00020010: b"UI", 0x00020012: b"UI", 0x00020013: b"SH",
+            0x00020016: b"AE"}
+
+
+def encode_file_meta(values: dict[int, str]) -> bytes:
+    """File meta information (group 0002, explicit VR little endian) with its group length.
+
+    Written by hand rather than with pydicom: it is on the path of every C-STORE, and the
+    group is small and fixed (PS3.10 7.1).
+    """
+    body = struct.pack("<HH2sHI", 0x0002, 0x0001, b"OB", 0, 2) + b"\x00\x01"
+    for tag in sorted(values):
+        text = values[tag].encode("ascii")
+        vr = _META_VR[tag]
+        if len(text) % 2:
+            text += b"\0" if vr == b"UI" else b" "
+        body += struct.pack("<HH2sH", 0x0002, tag & 0xFFFF, vr, len(text)) + text
+    return struct.pack("<HH2sHI", 0x0002, 0x0000, b"UL", 4, len(body)) + body
 
 
 def build_part10(sop_class_uid: str, sop_instance_uid: str, transfer_syntax_uid: str,
                  dataset_bytes: bytes | memoryview, *, source_ae: str | None = None) -> bytes:
     """A Part-10 object with a zeroed preamble, our file meta and the dataset bytes as given."""
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = sop_class_uid
-    meta.MediaStorageSOPInstanceUID = sop_instance_uid
-    meta.TransferSyntaxUID = transfer_syntax_uid
-    meta.ImplementationClassUID = IMPLEMENTATION_CLASS_UID
-    meta.ImplementationVersionName = IMPLEMENTATION_VERSION
+    values = {
+        0x00020002: sop_class_uid,
+        0x00020003: sop_instance_uid,
+        0x00020010: transfer_syntax_uid,
+        0x00020012: IMPLEMENTATION_CLASS_UID,
+        0x00020013: IMPLEMENTATION_VERSION,
+    }
     if source_ae:
-        meta.SourceApplicationEntityTitle = source_ae
-    return b"\0" * 128 + b"DICM" + _encode_meta_full(meta) + bytes(dataset_bytes)
-
-
-def _encode_meta_full(meta: FileMetaDataset) -> bytes:
-    fp = DicomBytesIO()
-    fp.is_little_endian = True
-    fp.is_implicit_VR = False
-    write_file_meta_info(fp, meta, enforce_standard=True)
-    return fp.getvalue()
+        values[0x00020016] = source_ae
+    return b"\0" * 128 + b"DICM" + encode_file_meta(values) + bytes(dataset_bytes)
 
 
 def split_part10(data: bytes | memoryview) -> tuple[str, memoryview]:
