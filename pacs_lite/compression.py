@@ -194,6 +194,11 @@ def worker_main(config: Config, stop: multiprocessing.synchronize.Event | None =
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     parent = os.getppid()
+    # receiving comes first: a modality waits for each acknowledgement, compression can wait
+    try:
+        os.nice(10)
+    except OSError:
+        pass
     archive = Archive(config, migrate=False)
     name = worker_name(os.getpid())
     timeout = config.get("compression", "timeout_seconds")
