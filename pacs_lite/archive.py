@@ -43,6 +43,7 @@ class Archive:
         if migrate:
             self.catalog.migrate()
         self.store = open_object_store(config)
+        self.catalog.object_exists = self.store.exists
         self.ingest = IngestService(
             self.catalog, self.store,
             compression_target=config.get("compression", "transfer_syntax"),

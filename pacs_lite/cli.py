@@ -76,8 +76,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
             delay = interval
             try:
                 sweep_orphans(archive)
+                archive.catalog.purge_done_jobs()
+                if hasattr(archive.store, "sweep_temp"):
+                    archive.store.sweep_temp(config.get("storage", "orphan_grace_seconds"))
             except Exception as exc:  # noqa: BLE001 - the next round tries again
-                log.warning("orphan sweep failed: %s", exc)
+                log.warning("maintenance failed: %s", type(exc).__name__)
 
     threading.Thread(target=sweeper, name="sweeper", daemon=True).start()
 

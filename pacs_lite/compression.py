@@ -150,6 +150,13 @@ def run_one_job(archive: Archive, worker_name: str, timeout: int) -> bool:
     except CatalogUnavailable as exc:
         archive.catalog.finish_job(job_id, error=str(exc), retry_in=30)
         return True
+    except Exception as exc:  # noqa: BLE001 - an unforeseen failure keeps the original, never kills the worker
+        log.exception("compression failed unexpectedly (%s); original kept", type(exc).__name__)
+        inst = archive.catalog.lookup_instance(uid)
+        if inst is not None and inst.compression_state == "pending":
+            _keep(archive, inst, f"compression failed: {type(exc).__name__}")
+        archive.catalog.finish_job(job_id, error=type(exc).__name__)
+        return True
     finally:
         signal.alarm(0)
     COMPRESSION.labels(outcome.state).inc()

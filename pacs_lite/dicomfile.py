@@ -34,7 +34,7 @@ LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"UC", b"UN", b"UR"
 UNDEFINED = 0xFFFFFFFF
 ITEM, ITEM_END, SEQ_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
 MAX_DEPTH = 32
-MAX_INFLATED = 4 * 1024**3
+MAX_INFLATED = 256 * 1024**2  # deflate carries SR and small objects; larger is a decompression bomb
 
 
 class DicomFormatError(ValueError):
@@ -56,7 +56,17 @@ def new_object_key(prefix: str = "instances") -> str:
     return f"{prefix}/{u[:2]}/{u}.dcm"
 
 
-def check_structure(data: bytes | memoryview, transfer_syntax_uid: str) -> None:
+TS_RE = __import__("re").compile(r"^[0-9]+(\.[0-9]+)*$")
+
+
+def check_transfer_syntax(uid: str) -> str:
+    """The transfer syntax UID if it is a well-formed UID, else :class:`DicomFormatError`."""
+    if not uid or len(uid) > 64 or not TS_RE.match(uid):
+        raise DicomFormatError("invalid Transfer Syntax UID in the file meta information")
+    return uid
+
+
+def check_structure(data: bytes | memoryview, transfer_syntax_uid: str, *, max_inflated: int = MAX_INFLATED) -> None:
     """Walk every element of an encoded dataset and prove it complete.
 
     Raises :class:`DicomFormatError` for a truncated element, a missing delimiter,
@@ -65,7 +75,7 @@ def check_structure(data: bytes | memoryview, transfer_syntax_uid: str) -> None:
     if transfer_syntax_uid == DEFLATED_LE:
         inflater = zlib.decompressobj(-zlib.MAX_WBITS)
         try:
-            data = inflater.decompress(bytes(data), MAX_INFLATED)
+            data = inflater.decompress(bytes(data), max_inflated)
         except zlib.error as exc:
             raise DicomFormatError(f"deflated dataset is corrupt: {exc}") from None
         if inflater.unconsumed_tail:
@@ -208,6 +218,7 @@ def parse_part10(data: bytes) -> ParsedObject:
     ts = str(meta.get("TransferSyntaxUID", "") or "").strip("\0 ")
     if not ts:
         raise DicomFormatError("file meta information has no Transfer Syntax UID")
+    check_transfer_syntax(ts)
     offset = fp.tell()
     body = memoryview(data)[offset:]
     ds = parse_dataset(body, ts)

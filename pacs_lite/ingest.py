@@ -148,7 +148,7 @@ class IngestService:
             parsed = dicomfile.parse_part10(data)
         except dicomfile.DicomFormatError as exc:
             return self._result(IngestResult("rejected", CANNOT_UNDERSTAND, str(exc)))
-        return self._ingest(parsed, command_class=None, command_instance=None, source=source)
+        return self._guarded(parsed, None, None, source)
 
     def ingest_dataset(self, dataset_bytes: bytes | memoryview, transfer_syntax_uid: str, *,
                        sop_class_uid: str | None = None, sop_instance_uid: str | None = None,
@@ -165,7 +165,16 @@ class IngestService:
         except dicomfile.DicomFormatError as exc:
             return self._result(IngestResult("rejected", CANNOT_UNDERSTAND, str(exc)))
         parsed = dicomfile.ParsedObject(ds, transfer_syntax_uid, dataset_bytes)
-        return self._ingest(parsed, command_class=sop_class_uid, command_instance=sop_instance_uid, source=source)
+        return self._guarded(parsed, sop_class_uid, sop_instance_uid, source)
+
+    def _guarded(self, parsed: dicomfile.ParsedObject, command_class: str | None, command_instance: str | None,
+                 source: str) -> IngestResult:
+        """Run the ingest path; anything unforeseen is a clear failure, never an exception to the caller."""
+        try:
+            return self._ingest(parsed, command_class=command_class, command_instance=command_instance, source=source)
+        except Exception as exc:  # noqa: BLE001 - the caller (SCP, STOW, import) must get a status
+            log.exception("unexpected ingest error (%s)", type(exc).__name__)
+            return self._result(IngestResult("failed", OUT_OF_RESOURCES, f"internal error: {type(exc).__name__}"))
 
     # -- the path --------------------------------------------------------------------------
 
@@ -185,13 +194,18 @@ class IngestService:
         crash_point("ingest.after_parse")
 
         received_sha = hashlib.sha256(parsed.dataset_bytes).hexdigest()
+        known = self.catalog.received_digest(sop_uid)  # a cheap early answer for resends
+        if known is not None and known[0] == received_sha and self.store.exists(known[1]):
+            return self._result(IngestResult("duplicate", SUCCESS, "identical instance already stored", **base))
         try:
             metadata = dicomjson.instance_metadata(ds, study_uid, series_uid, sop_uid)
             record = self._record(ds, parsed, uids, received_sha, metadata)
         except (RecursionError, MemoryError):
             return self._result(IngestResult("rejected", CANNOT_UNDERSTAND, "dataset too deeply nested or too large", **base))
         except Exception as exc:  # noqa: BLE001 - pydicom raises many types for malformed values
-            return self._result(IngestResult("rejected", CANNOT_UNDERSTAND, f"cannot read dataset: {exc}"[:200], **base))
+            # the exception text may quote element values (patient data): report its type only
+            return self._result(IngestResult("rejected", CANNOT_UNDERSTAND,
+                                             f"cannot read dataset: malformed value ({type(exc).__name__})", **base))
 
         data = dicomfile.build_part10(sop_class, sop_uid, parsed.transfer_syntax_uid, parsed.dataset_bytes,
                                       source_ae=_ae(source))
@@ -209,8 +223,10 @@ class IngestService:
         try:
             outcome = self.catalog.record_instance(record, enqueue=enqueue,
                                                    keep_revisions=self.duplicates == "revision")
-        except Exception as exc:  # noqa: BLE001 - any index failure: the object is unreferenced
-            self._discard(record.object_key)
+        except Exception as exc:  # noqa: BLE001 - any index failure
+            # The commit may have happened even though we were told otherwise (a connection lost
+            # during COMMIT), so the object is not deleted here: if no row refers to it, the
+            # orphan sweeper removes it after the grace period.
             reason = str(exc) if isinstance(exc, CatalogUnavailable) else f"index write failed: {type(exc).__name__}"
             log.warning("index write failed: %s", reason)
             return self._result(IngestResult("failed", OUT_OF_RESOURCES, reason, **base))

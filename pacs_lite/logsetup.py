@@ -14,4 +14,5 @@ def configure_logging(level: str = "INFO") -> None:
     root.setLevel(level)
     # pynetdicom logs whole datasets (patient names included) at DEBUG and INFO
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)
-    logging.getLogger("pydicom").setLevel(logging.ERROR)
+    # pydicom's messages quote element values (patient data) at every level: never emit them
+    logging.getLogger("pydicom").setLevel(logging.CRITICAL + 10)

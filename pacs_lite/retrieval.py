@@ -51,7 +51,19 @@ class RetrievalService:
         self.store = store
 
     def read(self, inst: StoredInstance) -> bytes:
-        """The stored Part-10 bytes of ``inst``, checked against their recorded SHA-256."""
+        """The stored Part-10 bytes of ``inst``, checked against their recorded SHA-256.
+
+        Compression may replace the object between the index lookup and this read: a
+        missing object whose instance now points elsewhere is read again from there.
+        """
+        try:
+            return self.store.get(inst.object_key, expected_sha256=inst.object_sha256)
+        except ObjectNotFound:
+            current = self.catalog.lookup_instance(inst.sop_instance_uid)
+            if current is None or current.object_key == inst.object_key:
+                log.error("stored object missing (key %s)", inst.object_key)
+                raise RetrievalError("missing", "stored object is missing") from None
+            inst = current
         try:
             return self.store.get(inst.object_key, expected_sha256=inst.object_sha256)
         except ChecksumMismatch:

@@ -26,6 +26,7 @@ from flask import Flask
 from gunicorn.app.base import BaseApplication
 
 from pacs_lite.config import Config, ConfigError, load_config
+from pacs_lite.logsetup import configure_logging
 
 #: Environment variable naming the configuration file (as in :mod:`viewer.wsgi`).
 CONFIG_ENV = "PACSLITE_CONFIG_FILE"
@@ -117,8 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=config.get("log", "level"), stream=sys.stderr,
-                        format="%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s")
+    configure_logging(config.get("log", "level"))
     serve(config)
     return 0
 

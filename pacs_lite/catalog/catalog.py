@@ -13,6 +13,7 @@ import gzip
 import json
 import logging
 import threading
+import time
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -46,6 +47,10 @@ BASE_PLACEHOLDER = "@@PACS_LITE_BASE@@"
 
 class CatalogUnavailable(Exception):
     """The index database cannot be reached or refused the operation for lack of resources."""
+
+
+class TransientConflict(CatalogUnavailable):
+    """The database aborted the transaction to resolve a conflict (deadlock, serialization): retry it."""
 
 
 class Visibility:
@@ -176,6 +181,8 @@ class Catalog:
         self._write = sessionmaker(self.write_engine, expire_on_commit=False)
         self._migrated = False
         self._lock = threading.Lock()
+        #: set by the archive: whether the store holds a key (lets a resend repair a lost object)
+        self.object_exists: Any = None
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -217,6 +224,8 @@ class Catalog:
             with self._write() as session, session.begin():
                 yield session
         except OperationalError as exc:
+            if type(exc.orig).__name__ in ("DeadlockDetected", "SerializationFailure", "LockNotAvailable"):
+                raise TransientConflict(f"index database conflict: {type(exc.orig).__name__}") from None
             raise CatalogUnavailable(f"index database error: {type(exc.orig).__name__}") from None
 
     # -- ingest ----------------------------------------------------------------------------
@@ -231,6 +240,13 @@ class Catalog:
             ).first()
             return _instance_view(*row) if row else None
 
+    def received_digest(self, sop_instance_uid: str) -> tuple[str, str] | None:
+        """(received SHA-256, current object key) of an indexed instance, or ``None``."""
+        with self.reader() as s:
+            row = s.execute(select(Instance.received_sha256, Instance.object_key)
+                            .where(Instance.sop_instance_uid == sop_instance_uid)).first()
+        return (row[0], row[1]) if row else None
+
     def record_instance(self, rec: InstanceRecord, *, enqueue: Sequence[tuple[str, dict[str, Any]]] = (),
                         keep_revisions: bool = True) -> RecordOutcome:
         """Index a stored object in one transaction (patient, study, series, instance, counts, jobs).
@@ -241,15 +257,18 @@ class Catalog:
         makes this a duplicate. In both refusals ``rec.object_key`` is returned as an
         orphan for the caller to delete.
         """
-        for attempt in range(3):
+        attempts = 5
+        for attempt in range(attempts):
             try:
                 with self.writer() as s:
                     fast = self._record_fast(s, rec, enqueue, keep_revisions)
                     return fast if fast is not None else self._record(s, rec, enqueue)
-            except IntegrityError:
-                # a concurrent writer created the same patient/study/series/instance first
-                if attempt == 2:
+            except (IntegrityError, TransientConflict):
+                # a concurrent writer created the same patient/study/series/instance first,
+                # or the database chose this transaction to break a deadlock: run it again
+                if attempt == attempts - 1:
                     raise
+                time.sleep(0.005 * (attempt + 1))
         raise AssertionError("unreachable")
 
     def _record_fast(self, s: Session, rec: InstanceRecord, enqueue: Sequence[tuple[str, dict[str, Any]]],
@@ -261,19 +280,28 @@ class Catalog:
         """
         conn = s.connection()
         existing = conn.execute(self._for_update(
-            select(Instance.received_sha256).where(Instance.sop_instance_uid == rec.sop_instance_uid))).first()
+            select(Instance.received_sha256, Instance.object_key, Instance.integrity)
+            .where(Instance.sop_instance_uid == rec.sop_instance_uid))).first()
         if existing is not None:
             if existing.received_sha256 == rec.received_sha256:
-                return RecordOutcome("duplicate", orphaned_keys=[rec.object_key])
+                if existing.integrity == "ok" and (self.object_exists is None or self.object_exists(existing.object_key)):
+                    return RecordOutcome("duplicate", orphaned_keys=[rec.object_key])
+                # the stored copy is gone or corrupt: the resent one takes its place
+                conn.execute(update(Instance).where(Instance.sop_instance_uid == rec.sop_instance_uid).values(
+                    object_key=rec.object_key, object_size=rec.object_size, object_sha256=rec.object_sha256,
+                    transfer_syntax_uid=rec.transfer_syntax_uid, compression_state=rec.compression_state,
+                    compression_note=rec.compression_note, integrity="ok", updated_at=utcnow()))
+                return RecordOutcome("revised", superseded_key=existing.object_key)
             if not keep_revisions:
                 return RecordOutcome("conflict", orphaned_keys=[rec.object_key])
             return None
-        row = conn.execute(
-            select(Series.id, Series.study_pk, Study.modalities_in_study)
-            .join(Study, Series.study_pk == Study.id)
-            .where(Series.series_instance_uid == rec.series["series_instance_uid"],
-                   Study.study_instance_uid == rec.study["study_instance_uid"])
-        ).first()
+        stmt = (select(Series.id, Series.study_pk, Study.modalities_in_study)
+                .join(Study, Series.study_pk == Study.id)
+                .where(Series.series_instance_uid == rec.series["series_instance_uid"],
+                       Study.study_instance_uid == rec.study["study_instance_uid"]))
+        if not self.is_sqlite:  # the study row first, as the general path locks it: no lock-order deadlock
+            stmt = stmt.with_for_update(of=Study)
+        row = conn.execute(stmt).first()
         if row is None:
             return None
         now = utcnow()
@@ -310,7 +338,7 @@ class Catalog:
         if existing is not None and existing.received_sha256 == rec.received_sha256:
             return RecordOutcome("duplicate", orphaned_keys=[rec.object_key])
 
-        patient = self._upsert_patient(s, rec.patient)
+        patient = self._upsert_patient(s, rec.patient, rec.study["study_instance_uid"])
         study, new_study = self._upsert_study(s, patient, rec.study)
         series, new_series = self._upsert_series(s, study, rec.series)
         outcome = RecordOutcome("stored")
@@ -356,13 +384,28 @@ class Catalog:
     def _for_update(self, stmt: Any) -> Any:
         return stmt if self.is_sqlite else stmt.with_for_update()
 
-    def _upsert_patient(self, s: Session, attrs: dict[str, str]) -> Patient:
+    def _upsert_patient(self, s: Session, attrs: dict[str, str], study_uid: str) -> Patient:
+        if not attrs["patient_id"]:
+            # no Patient ID: nothing says two such studies are the same person; the study's own
+            # patient (if the study is known) is the only one to reuse
+            known = s.execute(select(Patient).join(Study, Study.patient_pk == Patient.id)
+                              .where(Study.study_instance_uid == study_uid)).scalar_one_or_none()
+            patient = known if known is not None else Patient(patient_id="", num_studies=0)
+            s.add(patient)
+            return self._update_patient(s, patient, attrs)
+        if not self.is_sqlite:  # serialise the first study of a patient across nodes
+            s.execute(text("SELECT pg_advisory_xact_lock(hashtext(:p))"), {"p": "patient:" + attrs["patient_id"]})
         patient = s.execute(
-            self._for_update(select(Patient).where(Patient.patient_id == attrs["patient_id"]))
+            self._for_update(select(Patient).where(Patient.patient_id == attrs["patient_id"]).order_by(Patient.id)
+                             .limit(1))
         ).scalar_one_or_none()
         if patient is None:
             patient = Patient(patient_id=attrs["patient_id"], num_studies=0)
             s.add(patient)
+        return self._update_patient(s, patient, attrs)
+
+    @staticmethod
+    def _update_patient(s: Session, patient: Patient, attrs: dict[str, str]) -> Patient:
         for key in ("patient_name", "birth_date", "sex"):
             if attrs.get(key):
                 setattr(patient, key, attrs[key])
@@ -608,6 +651,7 @@ class Catalog:
         with self.writer() as s:
             stmt = (select(Instance, Series, Study).join(Series, Instance.series_pk == Series.id)
                     .join(Study, Series.study_pk == Study.id).where(Study.study_instance_uid == study_uid))
+            stmt = self._for_update(stmt)
             if series_uid is not None:
                 stmt = stmt.where(Series.series_instance_uid == series_uid)
             if sop_uid is not None:

@@ -60,10 +60,11 @@ def upgrade() -> None:
     sa.Column('num_studies', sa.Integer(), nullable=False),
     sa.Column('created_at', sa.DateTime(), nullable=False),
     sa.PrimaryKeyConstraint('id'),
-    sa.UniqueConstraint('patient_id', name='uq_patients_patient_id')
+    
     )
     with op.batch_alter_table('patients', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_patients_patient_name_folded'), ['patient_name_folded'], unique=False)
+        batch_op.create_index(batch_op.f('ix_patients_patient_id'), ['patient_id'], unique=False)
 
     op.create_table('studies',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -169,6 +170,7 @@ def downgrade() -> None:
 
     op.drop_table('studies')
     with op.batch_alter_table('patients', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_patients_patient_id'))
         batch_op.drop_index(batch_op.f('ix_patients_patient_name_folded'))
 
     op.drop_table('patients')
