@@ -306,3 +306,15 @@ def test_delete_needs_the_admin_role(tmp_path: Path) -> None:
     finally:
         archive.close()
 
+
+
+def test_requests_relayed_by_a_local_proxy_are_refused(tmp_path) -> None:  # noqa: ANN001
+    from tests.support.pacs import make_config
+    from viewer.app import create_app
+
+    app = create_app(make_config(tmp_path))
+    client = app.test_client()
+    assert client.get("/dicomweb/studies").status_code == 200
+    refused = client.get("/dicomweb/studies", headers={"X-Forwarded-For": "203.0.113.7"})
+    assert refused.status_code == 403
+    assert refused.get_json()["reason"] if refused.is_json else True

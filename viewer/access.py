@@ -85,9 +85,15 @@ class AccessPolicy:
 
     def check_network(self, req: Request) -> None:
         """Refuse non-loopback clients unless remote access is allowed (403)."""
-        if not self.allow_remote and not is_loopback(req.remote_addr):
+        if self.allow_remote:
+            return
+        if not is_loopback(req.remote_addr):
             audit("access", "refused", reason="non-loopback client")
             raise ApiError(403, "access from this address is not allowed (loopback only)")
+        if req.headers.get("Forwarded") or req.headers.get("X-Forwarded-For"):
+            # a reverse proxy on this host would make every remote client look local
+            audit("access", "refused", reason="proxied request")
+            raise ApiError(403, "proxied requests are not allowed without authentication (loopback only)")
 
     def authenticate(self, req: Request) -> Principal:
         """Who makes the request. Seam for bearer tokens (401 when invalid)."""
