@@ -80,6 +80,8 @@ class Context:
     systems: dict[str, Any] = field(default_factory=dict)
     #: stored bytes per system key and data set, measured when the set was first sent to it
     stored: dict[str, dict[str, int]] = field(default_factory=dict)
+    #: raw bytes of what a system accepted, where it refused some files (the real images)
+    raw_accepted: dict[str, dict[str, int]] = field(default_factory=dict)
     #: a variant of the CT series that system key holds completely (for WADO-RS)
     ct_variant: dict[str, int] = field(default_factory=dict)
     variant: int = bdata.BASE_VARIANT
@@ -401,8 +403,12 @@ def load_base(ctx: Context, key: str, sets: Sequence[str] = ("ct",)) -> dict[str
 
             run = store_in_own_syntax(system.dicom_port, dataset.files, ctx.workdir / "corpus" / key,
                                       aec=system.aet, aet=SCU_AET, env={"TCP_NODELAY": "1"}, timeout=600)
-            accepted = len(run.by_outcome("stored"))
-            ctx.results.extra.setdefault("real_images_accepted", {})[key] = f"{accepted}/{len(dataset.files)}"
+            stored = run.by_outcome("stored")
+            ctx.raw_accepted.setdefault(key, {})[name] = sum(Path(o.path).stat().st_size for o in stored)
+            ctx.results.extra.setdefault("real_images_accepted", {})[key] = f"{len(stored)}/{len(dataset.files)}"
+            ctx.results.extra.setdefault("real_images_refused", {})[key] = {
+                Path(o.path).name: (o.comment or o.detail or o.outcome)[:120]
+                for o in run.outcomes.values() if o.outcome != "stored"}
         else:
             _seconds, errors = send(system, dataset.files)
             for err in errors:
@@ -429,6 +435,7 @@ def phase_storage(ctx: Context) -> None:
     pacs = ctx.system("pacs")
     res.extra["pacs_index_object_bytes"] = pacs.index_object_bytes()
     res.extra["raw_bytes"] = raw
+    res.extra["raw_bytes_accepted"] = ctx.raw_accepted
     res.extra["stored_bytes"] = sizes
     with pacs.catalog().reader() as s:
         from sqlalchemy import func, select
@@ -439,15 +446,17 @@ def phase_storage(ctx: Context) -> None:
             s.execute(select(Instance.compression_state, func.count()).group_by(Instance.compression_state)).all())
     labels = {"ct": f"CT series ({len(ctx.data.ct.files)} x 512x512, {raw['ct'] / MB:.0f} MB raw)",
               "small": f"small instances ({len(ctx.data.small.files)}, {raw['small'] / MB:.0f} MB raw)",
-              "real": f"pydicom-data images ({len(ctx.data.real.files)}, {raw['real'] / MB:.0f} MB as sent)"}
+              "real": f"pydicom-data images ({len(ctx.data.real.files)}, {raw['real'] / MB:.0f} MB as sent; "
+                      "ratio over the files each system accepted)"}
     for name in names:
         for other, other_label in (("orthanc", "Orthanc default"), ("orthanc_zlib", "Orthanc StorageCompression")):
             target = Target("value<=", 0.25, "<= 0.25x raw") if name == "ct" and other == "orthanc" else None
             row = res.row(f"storage.{name}.{other}", "Storage",
                           f"Stored / raw, {labels[name]}; vs {other_label}", "x raw", "lower", target=target,
                           secondary_unit="MB")
-            row.add("pacs", sizes["pacs"][name] / raw[name], sizes["pacs"][name] / MB)
-            row.add("orthanc", sizes[other][name] / raw[name], sizes[other][name] / MB)
+            for system_key, column in (("pacs", "pacs"), (other, "orthanc")):
+                sent = ctx.raw_accepted.get(system_key, {}).get(name, raw[name])  # refused files do not count
+                row.add(column, sizes[system_key][name] / sent, sizes[system_key][name] / MB)
     ctx.stop(["orthanc_zlib"])
 
 
@@ -696,24 +705,24 @@ def phase_qido(ctx: Context) -> None:
     pg_db = f"pacs_lite_bench_{os.getpid()}"
     pg_url = None
     jobs: dict[str, Any] = {}
-    with ThreadPoolExecutor(3) as pool:  # the three populations use different cores and servers
-        jobs["sqlite"] = pool.submit(sqlite_qido_seed, ctx)
-        jobs["orthanc"] = pool.submit(orthanc_qido_seed, ctx)
-        if admin is not None:
-            with psycopg.connect(admin, autocommit=True) as conn:
-                conn.execute(f'DROP DATABASE IF EXISTS "{pg_db}"')
-                conn.execute(f'CREATE DATABASE "{pg_db}"')
-            pg_url = admin.rsplit("/", 1)[0] + "/" + pg_db
-            jobs["pg"] = pool.submit(bdata.populate_index, pg_url, ctx.data.population, spec.qido_series_per_study,
-                                     spec.qido_instances_per_study, ctx.log)
-        else:
-            ctx.log(f"  PostgreSQL part skipped: {reason}")
-            res.extra["qido_postgresql_skipped"] = reason
-        outcome = {name: job.result() for name, job in jobs.items()}
-    if "pg" in outcome:
-        res.extra["qido_postgresql_population"] = outcome["pg"]
     systems: dict[str, Any] = {}
-    try:
+    try:  # the bench database is dropped whatever fails, from here on
+        with ThreadPoolExecutor(3) as pool:  # the three populations use different cores and servers
+            jobs["sqlite"] = pool.submit(sqlite_qido_seed, ctx)
+            jobs["orthanc"] = pool.submit(orthanc_qido_seed, ctx)
+            if admin is not None:
+                with psycopg.connect(admin, autocommit=True) as conn:
+                    conn.execute(f'DROP DATABASE IF EXISTS "{pg_db}"')
+                    conn.execute(f'CREATE DATABASE "{pg_db}"')
+                pg_url = admin.rsplit("/", 1)[0] + "/" + pg_db
+                jobs["pg"] = pool.submit(bdata.populate_index, pg_url, ctx.data.population, spec.qido_series_per_study,
+                                         spec.qido_instances_per_study, ctx.log)
+            else:
+                ctx.log(f"  PostgreSQL part skipped: {reason}")
+                res.extra["qido_postgresql_skipped"] = reason
+            outcome = {name: job.result() for name, job in jobs.items()}
+        if "pg" in outcome:
+            res.extra["qido_postgresql_population"] = outcome["pg"]
         sqlite_dir = ctx.workdir / "qido-sqlite"
         (sqlite_dir / "pacs-data").mkdir(parents=True)
         shutil.copyfile(outcome["sqlite"], sqlite_dir / "pacs-data" / "index.db")
