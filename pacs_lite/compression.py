@@ -15,6 +15,7 @@ kept as received with the reason recorded.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import multiprocessing
 import os
@@ -24,6 +25,7 @@ import socket
 import threading
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from storage import StoreError
 
@@ -190,7 +192,7 @@ def release_dead_workers_jobs(archive: Archive) -> int:
     return archive.catalog.release_jobs(dead)
 
 
-def worker_main(config: Config, stop: multiprocessing.synchronize.Event | None = None, *, once: bool = False) -> None:
+def worker_main(config: Config, stop: Any = None, *, once: bool = False) -> None:
     """Body of one compression worker process: claim jobs until told to stop."""
     limit = config.get("compression", "max_memory_mb") * 1024 * 1024
     try:
@@ -211,7 +213,7 @@ def worker_main(config: Config, stop: multiprocessing.synchronize.Event | None =
     timeout = config.get("compression", "timeout_seconds")
     idle = 0.05
     try:
-        while (stop is None or not stop.is_set()) and (once or os.getppid() == parent):
+        while (stop is None or not stop.value) and (once or os.getppid() == parent):
             try:
                 worked = run_one_job(archive, name, timeout)
             except CatalogUnavailable:
@@ -222,10 +224,7 @@ def worker_main(config: Config, stop: multiprocessing.synchronize.Event | None =
                 continue
             if once:
                 return
-            if stop is not None:
-                stop.wait(idle)
-            else:
-                time.sleep(idle)
+            time.sleep(idle)
             idle = min(idle * 2, 1.0)
     finally:
         archive.close()
@@ -238,7 +237,10 @@ class CompressionWorkers:
         self.config = config
         self.count = count or config.get("compression", "workers") or max(1, os.cpu_count() or 1)
         self._ctx = multiprocessing.get_context("spawn")
-        self._stop = self._ctx.Event()
+        # a lock-free shared flag: a worker killed at any moment can never leave it locked
+        # (a multiprocessing.Event can, and then set() blocks the shutdown forever)
+        self._stop = self._ctx.RawValue(ctypes.c_bool, False)
+        self._stopping = threading.Event()
         self._procs: list[multiprocessing.process.BaseProcess] = []
         self._monitor: threading.Thread | None = None
 
@@ -256,9 +258,9 @@ class CompressionWorkers:
         return proc
 
     def _watch(self) -> None:
-        while not self._stop.wait(1.0):
+        while not self._stopping.wait(1.0):
             for i, proc in enumerate(self._procs):
-                if not proc.is_alive() and not self._stop.is_set():
+                if not proc.is_alive() and not self._stopping.is_set():
                     log.warning("compression worker exited (code %s); starting another", proc.exitcode)
                     self._requeue(proc.pid)
                     self._procs[i] = self._spawn()
@@ -278,7 +280,8 @@ class CompressionWorkers:
             log.warning("could not requeue the jobs of a dead worker: %s", exc)
 
     def stop(self, timeout: float = 30.0) -> None:
-        self._stop.set()
+        self._stopping.set()
+        self._stop.value = True
         deadline = time.monotonic() + timeout
         for proc in self._procs:
             proc.join(max(0.1, deadline - time.monotonic()))

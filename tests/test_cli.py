@@ -141,3 +141,23 @@ def test_commands_work_with_a_config_file(tmp_path: Path, command: str) -> None:
     out = pacs_lite(*args, cwd=tmp_path)
     assert out.returncode == 0, out.stdout + out.stderr
     assert (tmp_path / "idx.db").exists()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_serve_stops_when_the_whole_process_group_is_signalled(tmp_path: Path, sig: signal.Signals) -> None:
+    """Ctrl-C in a terminal, `timeout` or systemd signal every process of the group at once."""
+    dicom_port, http_port = free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PACS_LITE_")}
+    env.update(PACS_LITE_DICOM_PORT=str(dicom_port), PACS_LITE_HTTP_PORT=str(http_port),
+               PACS_LITE_COMPRESSION_WORKERS="2")
+    server = ManagedProcess([sys.executable, "-m", "pacs_lite", "serve"], tmp_path / "serve.log",
+                            env=env, cwd=tmp_path, name="pacs-lite serve").start()
+    try:
+        wait_for_port("127.0.0.1", dicom_port, timeout=60)
+        wait_for_port("127.0.0.1", http_port, timeout=60)
+        time.sleep(2)  # the compression workers are idle, waiting for jobs
+        os.killpg(server.proc.pid, sig)
+        assert server.proc.wait(timeout=60) in (0, 1), "serve must exit, not hang"
+    finally:
+        server.stop()
+    assert "stopped" in (tmp_path / "serve.log").read_text()
