@@ -76,6 +76,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # pynetdicom's console scripts (storescu, ...) in an activated virtualenv would shadow dcmtk's
+    venv_bin = os.path.realpath(os.path.dirname(sys.executable))
+    os.environ["PATH"] = os.pathsep.join(
+        p for p in os.environ.get("PATH", "").split(os.pathsep) if p and os.path.realpath(p) != venv_bin)
     args = parse_args(argv)
     from . import data as bdata
     from .systems import preflight, tool_versions

@@ -6,6 +6,8 @@ Keep this file small: fixtures that need real helpers import them from
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +19,16 @@ from tests.support.pacs import make_config
 from tests.support.postgres import PostgresServer
 from tests.support.seaweedfs import SeaweedFS
 
+
+def _dcmtk_first_on_path() -> None:
+    """pynetdicom installs console scripts named like dcmtk's tools (storescu, findscu, ...) in the
+    virtualenv's bin folder; the tests mean dcmtk's, so that folder must not shadow them."""
+    venv_bin = os.path.dirname(sys.executable)
+    parts = [p for p in os.environ.get("PATH", "").split(os.pathsep) if p and os.path.realpath(p) != os.path.realpath(venv_bin)]
+    os.environ["PATH"] = os.pathsep.join(parts)
+
+
+_dcmtk_first_on_path()
 
 @pytest.fixture(scope="session")
 def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedFS]:
