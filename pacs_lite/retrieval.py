@@ -57,13 +57,17 @@ class RetrievalService:
         missing object whose instance now points elsewhere is read again from there.
         """
         try:
-            return self.store.get(inst.object_key, expected_sha256=inst.object_sha256)
-        except ObjectNotFound:
+            return self._get(inst)
+        except RetrievalError as exc:
+            if exc.kind != "missing":
+                raise
             current = self.catalog.lookup_instance(inst.sop_instance_uid)
             if current is None or current.object_key == inst.object_key:
                 log.error("stored object missing (key %s)", inst.object_key)
-                raise RetrievalError("missing", "stored object is missing") from None
-            inst = current
+                raise
+            return self._get(current)
+
+    def _get(self, inst: StoredInstance) -> bytes:
         try:
             return self.store.get(inst.object_key, expected_sha256=inst.object_sha256)
         except ChecksumMismatch:
@@ -71,7 +75,6 @@ class RetrievalService:
             log.error("stored object of an instance fails its checksum (key %s)", inst.object_key)
             raise RetrievalError("corrupt", "stored object is corrupt (checksum mismatch)") from None
         except ObjectNotFound:
-            log.error("stored object missing (key %s)", inst.object_key)
             raise RetrievalError("missing", "stored object is missing") from None
         except StoreError as exc:
             count_error("store_unavailable")
