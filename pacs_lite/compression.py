@@ -128,10 +128,10 @@ def run_one_job(archive: Archive, worker_name: str, timeout: int) -> bool:
         inst = archive.catalog.lookup_instance(uid)
         if inst is not None and inst.compression_state == "pending":
             _keep(archive, inst, f"compression failed {MAX_ATTEMPTS} times (worker crash or timeout)")
-        archive.catalog.finish_job(job_id, error="too many attempts")
+        _finish(archive, job_id, error="too many attempts")
         return True
     if target == "none":
-        archive.catalog.finish_job(job_id)
+        _finish(archive, job_id)
         return True
     signal.signal(signal.SIGALRM, _on_alarm)
     signal.alarm(timeout)
@@ -141,32 +141,45 @@ def run_one_job(archive: Archive, worker_name: str, timeout: int) -> bool:
         inst = archive.catalog.lookup_instance(uid)
         if inst is not None:
             _keep(archive, inst, f"compression timed out after {timeout} s")
-        archive.catalog.finish_job(job_id, error="timed out")
+        _finish(archive, job_id, error="timed out")
         return True
     except MemoryError:
         inst = archive.catalog.lookup_instance(uid)
         if inst is not None:
             _keep(archive, inst, "compression exceeded the worker memory limit")
-        archive.catalog.finish_job(job_id, error="memory limit")
+        _finish(archive, job_id, error="memory limit")
         return True
     except CatalogUnavailable as exc:
-        archive.catalog.finish_job(job_id, error=str(exc), retry_in=30)
+        _finish(archive, job_id, error=str(exc), retry_in=30)
         return True
     except Exception as exc:  # noqa: BLE001 - an unforeseen failure keeps the original, never kills the worker
         log.exception("compression failed unexpectedly (%s); original kept", type(exc).__name__)
         inst = archive.catalog.lookup_instance(uid)
         if inst is not None and inst.compression_state == "pending":
             _keep(archive, inst, f"compression failed: {type(exc).__name__}")
-        archive.catalog.finish_job(job_id, error=type(exc).__name__)
+        _finish(archive, job_id, error=type(exc).__name__)
         return True
     finally:
         signal.alarm(0)
     COMPRESSION.labels(outcome.state).inc()
     if outcome.state == "retry":
-        archive.catalog.finish_job(job_id, error=outcome.note, retry_in=min(300, 5 * 2**attempts))
+        _finish(archive, job_id, error=outcome.note, retry_in=min(300, 5 * 2**attempts))
     else:
-        archive.catalog.finish_job(job_id)
+        _finish(archive, job_id)
     return True
+
+
+def _finish(archive: Archive, job_id: int, **outcome: object) -> None:
+    """Record a job's outcome, waiting out an index outage rather than leaving the job claimed
+    (a claimed job would otherwise wait for its lease to expire before anyone retried it)."""
+    delay = 0.5
+    while True:
+        try:
+            archive.catalog.finish_job(job_id, **outcome)  # type: ignore[arg-type]
+            return
+        except CatalogUnavailable:
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
 
 def _on_alarm(signum: int, frame: object) -> None:

@@ -194,7 +194,10 @@ class IngestService:
         crash_point("ingest.after_parse")
 
         received_sha = hashlib.sha256(parsed.dataset_bytes).hexdigest()
-        known = self.catalog.received_digest(sop_uid)  # a cheap early answer for resends
+        try:
+            known = self.catalog.received_digest(sop_uid)  # a cheap early answer for resends
+        except CatalogUnavailable as exc:
+            return self._result(IngestResult("failed", OUT_OF_RESOURCES, str(exc), **base))
         if known is not None and known[0] == received_sha and self.store.exists(known[1]):
             return self._result(IngestResult("duplicate", SUCCESS, "identical instance already stored", **base))
         try:
