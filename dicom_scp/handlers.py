@@ -217,36 +217,39 @@ class DimseServices:
         return SUCCESS
 
     def on_store(self, event: evt.Event) -> int | Dataset:
-        """Ingest the dataset bytes as received (never decoded here) and report the outcome."""
-        stats = self.associations.get(event.assoc)
-        self.associations.count(event.assoc, "C-STORE")
+        """C-STORE through pynetdicom (the store receiver leaves it the odd cases): as :meth:`store`."""
+        req = event.request
+        view = req.DataSet.getbuffer()
         try:
-            req = event.request
-            view = req.DataSet.getbuffer()
+            code, comment = self.store(event.assoc, str(event.context.transfer_syntax),
+                                       _text_or_none(req.AffectedSOPClassUID),
+                                       _text_or_none(req.AffectedSOPInstanceUID), view)
+        finally:
             try:
-                result = self.archive.ingest.ingest_dataset(
-                    view,
-                    str(event.context.transfer_syntax),
-                    sop_class_uid=_text_or_none(req.AffectedSOPClassUID),
-                    sop_instance_uid=_text_or_none(req.AffectedSOPInstanceUID),
-                    source=calling_ae(event.assoc),
-                )
-            finally:
-                try:
-                    view.release()
-                except BufferError:
-                    pass
+                view.release()
+            except BufferError:
+                pass
+        return status(code, comment) if comment else code
+
+    def store(self, assoc: Association, transfer_syntax: str, sop_class_uid: str | None,
+              sop_instance_uid: str | None, dataset: bytes | memoryview) -> tuple[int, str]:
+        """Ingest the dataset bytes as received (never decoded here); the status and error comment to send."""
+        stats = self.associations.get(assoc)
+        self.associations.count(assoc, "C-STORE")
+        try:
+            result = self.archive.ingest.ingest_dataset(dataset, transfer_syntax, sop_class_uid=sop_class_uid,
+                                                        sop_instance_uid=sop_instance_uid, source=calling_ae(assoc))
         except Exception as exc:  # noqa: BLE001 - never abort on a dataset problem
             log.error("C-STORE failed unexpectedly: %s", type(exc).__name__)
             stats.failed += 1
-            return status(OUT_OF_RESOURCES, "internal error while storing; retry later")
+            return OUT_OF_RESOURCES, "internal error while storing; retry later"
         finally:
-            keep_alive(event.assoc)
+            keep_alive(assoc)
         if result.ok:
             stats.stored += 1
-            return SUCCESS
+            return SUCCESS, ""
         stats.failed += 1
-        return status(result.dicom_status, result.reason or result.status)
+        return result.dicom_status, safe_text(result.reason or result.status, 64)
 
     # -- query -------------------------------------------------------------------------------
 

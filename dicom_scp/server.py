@@ -4,6 +4,10 @@ Services: Verification; Storage for every storage SOP class pynetdicom knows, in
 transfer syntax it knows (the dataset is stored as received, never decoded here);
 Query/Retrieve FIND, GET and MOVE in the Patient Root and Study Root models; Storage
 Commitment Push Model (reports delivered by a durable job queue).
+
+C-STORE requests are read straight off the socket by :mod:`dicom_scp.cstore` (pynetdicom's
+per-PDU path costs more than the whole ingest); every other message, and the association
+itself, stays with pynetdicom.
 """
 
 from __future__ import annotations
@@ -153,6 +157,8 @@ class DicomServer:
             max_connections=self.max_connections,
             on_started=self.associations.started,
             on_finished=self.associations.finished,
+            store=self.services.store,
+            storage_classes=frozenset(str(cx.abstract_syntax) for cx in AllStoragePresentationContexts),
         )
         self.ae._servers.append(server)
         self._server = server

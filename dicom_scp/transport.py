@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import select
 import socket
 import ssl
 import struct
@@ -49,6 +50,8 @@ from pynetdicom.transport import (
     RequestHandler,
     ThreadedAssociationServer,
 )
+
+from .cstore import StoreCallback, StoreReceiver
 
 log = logging.getLogger("dicom_scp.transport")
 
@@ -225,6 +228,7 @@ class GuardedSocket(AssociationSocket):
         self._body_expected: int | None = None
         self._body_type = 0
         self._message_bytes = 0
+        self.store_receiver: StoreReceiver | None = None
         if client_socket is not None:
             tune_socket(client_socket)
 
@@ -236,10 +240,69 @@ class GuardedSocket(AssociationSocket):
 
     @property
     def ready(self) -> bool:
-        """Whether data can be read now (including bytes read ahead by the request handler)."""
-        if self._pushback and self.socket is not None and self._is_connected:
+        """Whether pynetdicom has data to read (including bytes read ahead or handed back).
+
+        When data arrives on an established association, C-STORE requests are served first
+        by the :attr:`store_receiver`; pynetdicom then reads whatever it handed back.
+        """
+        if self.socket is None or not self._is_connected:
+            return False
+        if self._pushback:
             return True
-        return bool(AssociationSocket.ready.fget(self))  # type: ignore[attr-defined]
+        if not AssociationSocket.ready.fget(self):  # type: ignore[attr-defined]
+            return False
+        receiver = self.store_receiver
+        if receiver is None or not receiver.active():
+            return True
+        receiver.serve()
+        if not self._is_connected:
+            self.event_queue.put("Evt17")  # closed or refused while serving: a closed transport
+            return False
+        return bool(self._pushback)
+
+    # -- what the store receiver uses -------------------------------------------------------
+
+    def read_exact(self, nr_bytes: int) -> bytearray:
+        """``nr_bytes`` from the peer (fewer only when the connection was lost, and then closed)."""
+        return self._read(nr_bytes)
+
+    def push_back(self, data: bytes) -> None:
+        """Bytes to serve to pynetdicom's next reads, before anything else from the socket."""
+        self._pushback[:0] = data
+
+    def check_header(self, header: bytes | bytearray) -> bool:
+        """Check a PDU header against the limits; refuse the connection (and say ``False``) if it fails."""
+        reason = check_pdu_header(header, self.limits)
+        if reason is not None:
+            self.refuse(reason)
+            return False
+        return True
+
+    def send_all(self, data: bytes) -> bool:
+        """Write ``data`` within the network timeout; on failure close the connection and say ``False``."""
+        sock = self.socket
+        if sock is None or not self._is_connected:
+            return False
+        try:
+            sock.sendall(data)
+        except (OSError, ValueError) as exc:
+            log.info("connection to %s lost: %s", self._peer_ip(), type(exc).__name__)
+            self._drop()
+            return False
+        return True
+
+    def wait_readable(self, timeout: float) -> bool:
+        """Whether data arrives within ``timeout`` seconds."""
+        sock = self.socket
+        if sock is None or not self._is_connected:
+            return False
+        if isinstance(sock, ssl.SSLSocket) and sock.pending():
+            return True
+        try:
+            readable, _, _ = select.select([sock], [], [], timeout)
+        except (OSError, ValueError):
+            return False
+        return bool(readable)
 
     def recv(self, nr_bytes: int) -> bytearray:
         """Read a PDU header (checked against the limits) or the body it announced."""
@@ -371,7 +434,11 @@ class GuardedRequestHandler(RequestHandler):
         assoc = Association(self.ae, MODE_ACCEPTOR)
         assoc._server = self.server
         assoc.name = f"AcceptorThread@{datetime.now():%Y%m%d%H%M%S}"
-        sock = GuardedSocket(assoc, client_socket=self.request, limits=self.server.limits, pushback=header)
+        srv = self.server
+        sock = GuardedSocket(assoc, client_socket=self.request, limits=srv.limits, pushback=header)
+        if srv.store is not None:
+            sock.store_receiver = StoreReceiver(sock, assoc, srv.storage_classes, srv.store,
+                                                srv.limits.max_message_bytes + MESSAGE_SLACK)
         assoc.set_socket(sock)
         assoc.acceptor.maximum_length = self.ae.maximum_pdu_size
         assoc.acceptor.ae_title = self.server.ae_title
@@ -409,6 +476,9 @@ class GuardedAssociationServer(ThreadedAssociationServer):
         more are closed on accept.
     on_started, on_finished
         Called with each association when it starts, and with it and its duration when it ends.
+    store, storage_classes
+        Where C-STORE requests on contexts of ``storage_classes`` go, read straight off the
+        socket by a :class:`~dicom_scp.cstore.StoreReceiver` (``None``: pynetdicom's handlers).
     """
 
     daemon_threads = True
@@ -427,8 +497,12 @@ class GuardedAssociationServer(ThreadedAssociationServer):
         max_connections: int,
         on_started: Callable[[Association], None] | None = None,
         on_finished: Callable[[Association, float], None] | None = None,
+        store: StoreCallback | None = None,
+        storage_classes: frozenset[str] = frozenset(),
     ) -> None:
         self.limits = limits
+        self.store = store
+        self.storage_classes = storage_classes
         self.closing = False
         self._slots = threading.BoundedSemaphore(max_connections)
         self._on_started = on_started

@@ -52,10 +52,15 @@ class CompressionOutcome:
     note: str = ""
     stored_bytes: int = 0
     original_bytes: int = 0
+    job_finished: bool = False  # the job was marked done with the index switch
 
 
-def compress_instance(archive: Archive, sop_instance_uid: str, target: str) -> CompressionOutcome:
-    """Compress one pending instance to ``target``; see the module docstring for the order of work."""
+def compress_instance(archive: Archive, sop_instance_uid: str, target: str, *,
+                      job_id: int | None = None) -> CompressionOutcome:
+    """Compress one pending instance to ``target``; see the module docstring for the order of work.
+
+    ``job_id`` (the compression job being run) is marked done in the index switch's transaction.
+    """
     from storage import codecs
 
     inst = archive.catalog.lookup_instance(sop_instance_uid)
@@ -94,6 +99,7 @@ def compress_instance(archive: Archive, sop_instance_uid: str, target: str) -> C
         inst.sop_instance_uid, inst.object_key, object_key=key, object_size=len(encoded),
         object_sha256=hashlib.sha256(encoded).hexdigest(), transfer_syntax_uid=target,
         compression_state="compressed", compression_note=f"{len(data)} -> {len(encoded)} bytes",
+        finish_job=job_id,
     )
     crash_point("compress.after_index_switch")
     if not switched:  # the instance changed meanwhile (new revision, deletion)
@@ -101,7 +107,7 @@ def compress_instance(archive: Archive, sop_instance_uid: str, target: str) -> C
         return CompressionOutcome("skipped", "instance changed during compression")
     crash_point("compress.before_original_delete")
     _delete_quietly(archive, inst.object_key)
-    return CompressionOutcome("compressed", "", len(encoded), len(data))
+    return CompressionOutcome("compressed", "", len(encoded), len(data), job_finished=job_id is not None)
 
 
 def _keep(archive: Archive, inst: StoredInstance, note: str) -> CompressionOutcome:
@@ -136,7 +142,7 @@ def run_one_job(archive: Archive, worker_name: str, timeout: int) -> bool:
     signal.signal(signal.SIGALRM, _on_alarm)
     signal.alarm(timeout)
     try:
-        outcome = compress_instance(archive, uid, target)
+        outcome = compress_instance(archive, uid, target, job_id=job_id)
     except JobTimeout:
         inst = archive.catalog.lookup_instance(uid)
         if inst is not None:
@@ -164,7 +170,7 @@ def run_one_job(archive: Archive, worker_name: str, timeout: int) -> bool:
     COMPRESSION.labels(outcome.state).inc()
     if outcome.state == "retry":
         _finish(archive, job_id, error=outcome.note, retry_in=min(300, 5 * 2**attempts))
-    else:
+    elif not outcome.job_finished:
         _finish(archive, job_id)
     return True
 

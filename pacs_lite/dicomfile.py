@@ -13,11 +13,9 @@ from __future__ import annotations
 import io
 import struct
 import uuid
-import zlib
 from dataclasses import dataclass
 
 import pydicom
-from pydicom.datadict import dictionary_VR
 from pydicom.dataset import Dataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filereader import _read_file_meta_info, read_preamble
@@ -70,128 +68,13 @@ def check_structure(data: bytes | memoryview, transfer_syntax_uid: str, *, max_i
     """Walk every element of an encoded dataset and prove it complete.
 
     Raises :class:`DicomFormatError` for a truncated element, a missing delimiter,
-    trailing bytes or nesting deeper than :data:`MAX_DEPTH`.
+    trailing bytes or nesting deeper than :data:`MAX_DEPTH`. The walk is
+    :func:`pacs_lite.dicomheader.scan`, the one walker of the code base, which also
+    indexes the elements for ingest.
     """
-    if transfer_syntax_uid == DEFLATED_LE:
-        inflater = zlib.decompressobj(-zlib.MAX_WBITS)
-        try:
-            data = inflater.decompress(bytes(data), max_inflated)
-        except zlib.error as exc:
-            raise DicomFormatError(f"deflated dataset is corrupt: {exc}") from None
-        if inflater.unconsumed_tail:
-            raise DicomFormatError("deflated dataset too large")
-    implicit = transfer_syntax_uid == IMPLICIT_LE
-    little = transfer_syntax_uid != EXPLICIT_BE
-    view = memoryview(data)
-    end = _walk(view, 0, len(view), implicit, little, 0, stop_tag=None)
-    if end != len(view):
-        raise DicomFormatError(f"unexpected bytes after the dataset at offset {end}")
+    from .dicomheader import scan  # imported here: dicomheader builds on this module
 
-
-def _walk(buf: memoryview, pos: int, end: int, implicit: bool, little: bool, depth: int,
-          stop_tag: int | None) -> int:
-    """Scan elements from ``pos`` up to ``end`` or ``stop_tag``; return where scanning stopped."""
-    if depth > MAX_DEPTH:
-        raise DicomFormatError(f"sequences nested deeper than {MAX_DEPTH} levels")
-    e = "<" if little else ">"
-    while pos < end:
-        if end - pos < 8:
-            raise DicomFormatError(f"truncated element header at offset {pos}")
-        group, elem = struct.unpack_from(e + "HH", buf, pos)
-        tag = (group << 16) | elem
-        if group == 0xFFFE:  # items and delimiters are always implicit, 4-byte length
-            length = struct.unpack_from(e + "I", buf, pos + 4)[0]
-            pos += 8
-            if tag == stop_tag:
-                return pos
-            raise DicomFormatError(f"unexpected delimiter ({group:04X},{elem:04X}) at offset {pos - 8}")
-        if implicit:
-            length = struct.unpack_from(e + "I", buf, pos + 4)[0]
-            vr = _implicit_vr(tag, length)
-            pos += 8
-        else:
-            vr = bytes(buf[pos + 4:pos + 6])
-            if not (65 <= vr[0] <= 90 and 65 <= vr[1] <= 90):
-                raise DicomFormatError(f"invalid VR at offset {pos + 4}")
-            if vr in LONG_VRS:
-                if end - pos < 12:
-                    raise DicomFormatError(f"truncated element header at offset {pos}")
-                length = struct.unpack_from(e + "I", buf, pos + 8)[0]
-                pos += 12
-            else:
-                length = struct.unpack_from(e + "H", buf, pos + 6)[0]
-                pos += 8
-        if length == UNDEFINED:
-            if vr == b"SQ" or (vr == b"UN" and not implicit):
-                pos = _walk_items(buf, pos, end, True if vr == b"UN" else implicit, little, depth + 1, None)
-            elif vr in (b"OB", b"OW") or tag == 0x7FE00010:
-                pos = _walk_fragments(buf, pos, end, little)
-            else:
-                raise DicomFormatError(f"undefined length on a ({group:04X},{elem:04X}) element")
-            continue
-        if pos + length > end:
-            raise DicomFormatError(
-                f"element ({group:04X},{elem:04X}) at offset {pos} claims {length} bytes, only {end - pos} remain"
-            )
-        if vr == b"SQ":
-            _walk_items(buf, pos, pos + length, implicit, little, depth + 1, length)
-        pos += length
-    if stop_tag is not None:
-        raise DicomFormatError("missing item or sequence delimiter (truncated dataset)")
-    return pos
-
-
-def _implicit_vr(tag: int, length: int) -> bytes:
-    try:
-        vr = dictionary_VR(tag)
-    except KeyError:
-        return b"SQ" if length == UNDEFINED else b"UN"
-    return b"SQ" if vr == "SQ" else b"OB"
-
-
-def _walk_items(buf: memoryview, pos: int, end: int, implicit: bool, little: bool, depth: int,
-                seq_length: int | None) -> int:
-    """Scan the items of a sequence (defined length: up to ``end``; undefined: to its delimiter)."""
-    if depth > MAX_DEPTH:
-        raise DicomFormatError(f"sequences nested deeper than {MAX_DEPTH} levels")
-    e = "<" if little else ">"
-    while pos < end:
-        if end - pos < 8:
-            raise DicomFormatError(f"truncated item header at offset {pos}")
-        group, elem, length = struct.unpack_from(e + "HHI", buf, pos)
-        tag = (group << 16) | elem
-        pos += 8
-        if tag == SEQ_END and seq_length is None:
-            return pos
-        if tag != ITEM:
-            raise DicomFormatError(f"expected an item at offset {pos - 8}")
-        if length == UNDEFINED:
-            pos = _walk(buf, pos, end, implicit, little, depth, stop_tag=ITEM_END)
-        else:
-            if pos + length > end:
-                raise DicomFormatError(f"item at offset {pos - 8} claims {length} bytes, only {end - pos} remain")
-            _walk(buf, pos, pos + length, implicit, little, depth, stop_tag=None)
-            pos += length
-    if seq_length is None:
-        raise DicomFormatError("missing sequence delimiter (truncated dataset)")
-    return pos
-
-
-def _walk_fragments(buf: memoryview, pos: int, end: int, little: bool) -> int:
-    e = "<" if little else ">"
-    while True:
-        if end - pos < 8:
-            raise DicomFormatError(f"truncated encapsulated pixel data at offset {pos}")
-        group, elem, length = struct.unpack_from(e + "HHI", buf, pos)
-        tag = (group << 16) | elem
-        pos += 8
-        if tag == SEQ_END:
-            return pos
-        if tag != ITEM or length == UNDEFINED:
-            raise DicomFormatError(f"invalid fragment in encapsulated pixel data at offset {pos - 8}")
-        if pos + length > end:
-            raise DicomFormatError(f"pixel data fragment at offset {pos - 8} claims {length} bytes, only {end - pos} remain")
-        pos += length
+    scan(data, transfer_syntax_uid, max_inflated=max_inflated)
 
 
 def parse_dataset(dataset_bytes: bytes | memoryview, transfer_syntax_uid: str) -> Dataset:
@@ -205,9 +88,13 @@ def parse_dataset(dataset_bytes: bytes | memoryview, transfer_syntax_uid: str) -
         raise DicomFormatError(f"cannot read dataset: {exc}") from None
 
 
-def parse_part10(data: bytes) -> ParsedObject:
-    """Split a Part-10 file into its header dataset, transfer syntax and dataset bytes."""
-    if len(data) < 132 or data[128:132] != b"DICM":
+def split_received_part10(data: bytes | memoryview) -> tuple[str, memoryview]:
+    """Transfer syntax and dataset bytes of a received Part-10 file (the dataset is not read here).
+
+    Raises :class:`DicomFormatError` when there is no preamble and ``DICM`` prefix, or
+    the file meta information is malformed or names no valid transfer syntax.
+    """
+    if len(data) < 132 or bytes(data[128:132]) != b"DICM":
         raise DicomFormatError("not a DICOM Part-10 file (no 'DICM' prefix after the 128-byte preamble)")
     fp = io.BytesIO(data)
     try:
@@ -219,10 +106,13 @@ def parse_part10(data: bytes) -> ParsedObject:
     if not ts:
         raise DicomFormatError("file meta information has no Transfer Syntax UID")
     check_transfer_syntax(ts)
-    offset = fp.tell()
-    body = memoryview(data)[offset:]
-    ds = parse_dataset(body, ts)
-    return ParsedObject(ds, ts, body)
+    return ts, memoryview(data)[fp.tell():]
+
+
+def parse_part10(data: bytes) -> ParsedObject:
+    """Split a Part-10 file into its header dataset, transfer syntax and dataset bytes."""
+    ts, body = split_received_part10(data)
+    return ParsedObject(parse_dataset(body, ts), ts, body)
 
 
 _META_VR = {0x00020002: b"UI", 0x00020003: b"UI", 0x00020010: b"UI", 0x00020012: b"UI", 0x00020013: b"SH",

@@ -9,13 +9,9 @@ metadata does not depend on the host name a client used.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from typing import Any
 
-from pydicom.dataelem import DataElement
-from pydicom.dataset import Dataset
-from pydicom.filewriter import correct_ambiguous_vr
 from pydicom.tag import Tag
 
 from .catalog import BASE_PLACEHOLDER
@@ -28,31 +24,9 @@ def tag_hex(tag: int) -> str:
     return f"{tag:08X}"
 
 
-def _binary_paths(ds: Dataset, prefix: str, out: dict[int, str]) -> None:
-    for elem in ds:
-        path = f"{prefix}{tag_hex(elem.tag)}"
-        if elem.VR == "SQ":
-            for i, item in enumerate(elem.value or []):
-                _binary_paths(item, f"{path}/{i}/", out)
-        elif elem.VR in BINARY_VRS:
-            out[id(elem)] = path
-
-
-def instance_metadata(ds: Dataset, study_uid: str, series_uid: str, sop_uid: str) -> bytes:
-    """The instance's DICOM JSON object (UTF-8 bytes) with bulk data as BulkDataURIs."""
-    try:
-        correct_ambiguous_vr(ds, True)
-    except Exception:  # noqa: BLE001 - an ambiguous VR we cannot resolve stays as read
-        pass
-    paths: dict[int, str] = {}
-    _binary_paths(ds, "", paths)
-    base = f"{BASE_PLACEHOLDER}/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}/bulk/"
-
-    def bulk_uri(elem: DataElement) -> str:
-        return base + paths.get(id(elem), tag_hex(elem.tag))
-
-    doc = ds.to_json_dict(bulk_data_threshold=0, bulk_data_element_handler=bulk_uri, suppress_invalid_tags=True)
-    return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+def bulk_base(study_uid: str, series_uid: str, sop_uid: str) -> str:
+    """The BulkDataURI prefix of an instance's elements; the element path follows it."""
+    return f"{BASE_PLACEHOLDER}/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}/bulk/"
 
 
 def element_json(vr: str, value: Any) -> dict[str, Any]:

@@ -2,7 +2,9 @@
 
 Order of work, and why:
 
-1. check the structure and parse the header (no pixel decoding); validate the UIDs;
+1. read the header in one pass over the received bytes, which also proves every element
+   complete (:mod:`pacs_lite.dicomheader`: no pydicom dataset, no pixel decoding), and
+   validate the UIDs;
 2. write one canonical Part-10 object: zeroed preamble (no executable preamble can be
    stored), our file meta, the dataset bytes exactly as received;
 3. write the object durably under a server-generated key, then commit the index row;
@@ -22,12 +24,11 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from pydicom.dataset import Dataset
-
 from storage import ObjectStore, StoreError
 
-from . import dicomfile, dicomjson
+from . import dicomfile, dicomheader
 from .catalog import Catalog, CatalogUnavailable, InstanceRecord
+from .dicomheader import DicomHeader
 from .faults import crash_point
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,19 @@ DUPLICATE_REFUSED = 0x0111
 NATIVE_SYNTAXES = {
     dicomfile.IMPLICIT_LE, dicomfile.EXPLICIT_LE, dicomfile.DEFLATED_LE, dicomfile.EXPLICIT_BE,
 }
-PIXEL_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)
+PIXEL_DATA = 0x7FE00010
+PIXEL_TAGS = (PIXEL_DATA, 0x7FE00008, 0x7FE00009)  # integer, float, double float pixel data
+SOP_CLASS_UID, SOP_INSTANCE_UID = 0x00080016, 0x00080018
+STUDY_INSTANCE_UID, SERIES_INSTANCE_UID = 0x0020000D, 0x0020000E
+
+
+@dataclass(frozen=True)
+class Received:
+    """A received object: its header (structure proven, values read lazily) and its dataset bytes."""
+
+    header: DicomHeader
+    transfer_syntax_uid: str
+    dataset_bytes: bytes | memoryview
 
 
 @dataclass(frozen=True)
@@ -92,30 +105,6 @@ def check_uid(value: Any, name: str) -> str:
     return text
 
 
-def _text(ds: Dataset, keyword: str, limit: int) -> str:
-    try:
-        value = ds.get(keyword)
-    except Exception:  # noqa: BLE001 - a malformed optional value is treated as absent
-        return ""
-    if value is None:
-        return ""
-    if isinstance(value, list | tuple) or type(value).__name__ == "MultiValue":
-        value = "\\".join(str(v) for v in value)
-    text = str(value).replace("\0", "").strip()
-    return text[:limit]
-
-
-def _int(ds: Dataset, keyword: str) -> int | None:
-    try:
-        value = ds.get(keyword)
-        if value is None or value == "":
-            return None
-        result = int(value)
-    except Exception:  # noqa: BLE001
-        return None
-    return result if -(2**31) <= result < 2**31 else None
-
-
 class IngestService:
     """Validates, stores and indexes received DICOM objects.
 
@@ -145,10 +134,10 @@ class IngestService:
         if len(data) > self.max_object_bytes:
             return self._result(IngestResult("rejected", OUT_OF_RESOURCES, "object larger than ingest.max_object_bytes"))
         try:
-            parsed = dicomfile.parse_part10(data)
+            transfer_syntax_uid, dataset_bytes = dicomfile.split_received_part10(data)
         except dicomfile.DicomFormatError as exc:
             return self._result(IngestResult("rejected", CANNOT_UNDERSTAND, str(exc)))
-        return self._guarded(parsed, None, None, source)
+        return self._read_and_ingest(dataset_bytes, transfer_syntax_uid, None, None, source)
 
     def ingest_dataset(self, dataset_bytes: bytes | memoryview, transfer_syntax_uid: str, *,
                        sop_class_uid: str | None = None, sop_instance_uid: str | None = None,
@@ -160,57 +149,56 @@ class IngestService:
         """
         if len(dataset_bytes) > self.max_object_bytes:
             return self._result(IngestResult("rejected", OUT_OF_RESOURCES, "object larger than ingest.max_object_bytes"))
+        return self._read_and_ingest(dataset_bytes, transfer_syntax_uid, sop_class_uid, sop_instance_uid, source)
+
+    def _read_and_ingest(self, dataset_bytes: bytes | memoryview, transfer_syntax_uid: str,
+                         command_class: str | None, command_instance: str | None, source: str) -> IngestResult:
+        """Read the header (proving the structure) and run the ingest path; never raises."""
         try:
-            ds = dicomfile.parse_dataset(dataset_bytes, transfer_syntax_uid)
+            header = dicomheader.read_header(dataset_bytes, transfer_syntax_uid)
         except dicomfile.DicomFormatError as exc:
             return self._result(IngestResult("rejected", CANNOT_UNDERSTAND, str(exc)))
-        parsed = dicomfile.ParsedObject(ds, transfer_syntax_uid, dataset_bytes)
-        return self._guarded(parsed, sop_class_uid, sop_instance_uid, source)
-
-    def _guarded(self, parsed: dicomfile.ParsedObject, command_class: str | None, command_instance: str | None,
-                 source: str) -> IngestResult:
-        """Run the ingest path; anything unforeseen is a clear failure, never an exception to the caller."""
+        except (RecursionError, MemoryError):
+            return self._result(IngestResult("rejected", CANNOT_UNDERSTAND, "dataset too deeply nested or too large"))
+        received = Received(header, transfer_syntax_uid, dataset_bytes)
         try:
-            return self._ingest(parsed, command_class=command_class, command_instance=command_instance, source=source)
+            return self._ingest(received, command_class=command_class, command_instance=command_instance,
+                                source=source)
         except Exception as exc:  # noqa: BLE001 - the caller (SCP, STOW, import) must get a status
             log.exception("unexpected ingest error (%s)", type(exc).__name__)
             return self._result(IngestResult("failed", OUT_OF_RESOURCES, f"internal error: {type(exc).__name__}"))
 
     # -- the path --------------------------------------------------------------------------
 
-    def _ingest(self, parsed: dicomfile.ParsedObject, *, command_class: str | None,
-                command_instance: str | None, source: str) -> IngestResult:
+    def _ingest(self, received: Received, *, command_class: str | None, command_instance: str | None,
+                source: str) -> IngestResult:
         started = time.perf_counter()
-        ds = parsed.dataset
+        header = received.header
         try:
-            uids = self._validate(ds, command_class, command_instance)
+            uids = self._validate(header, command_class, command_instance)
         except IngestRejected as exc:
             return self._result(IngestResult("rejected", exc.status, exc.reason,
-                                             sop_instance_uid=_safe_uid(ds, "SOPInstanceUID"),
-                                             sop_class_uid=_safe_uid(ds, "SOPClassUID")))
+                                             sop_instance_uid=_safe_uid(header, SOP_INSTANCE_UID),
+                                             sop_class_uid=_safe_uid(header, SOP_CLASS_UID)))
         sop_class, sop_uid, study_uid, series_uid = uids
         base = dict(sop_class_uid=sop_class, sop_instance_uid=sop_uid, study_instance_uid=study_uid,
-                    series_instance_uid=series_uid, transfer_syntax_uid=parsed.transfer_syntax_uid)
+                    series_instance_uid=series_uid, transfer_syntax_uid=received.transfer_syntax_uid)
         crash_point("ingest.after_parse")
 
-        received_sha = hashlib.sha256(parsed.dataset_bytes).hexdigest()
+        # No early look-up of resends here: a read transaction per instance costs more than
+        # writing the rare resend and letting the index transaction find it a duplicate.
+        received_sha = hashlib.sha256(received.dataset_bytes).hexdigest()
         try:
-            known = self.catalog.received_digest(sop_uid)  # a cheap early answer for resends
-        except CatalogUnavailable as exc:
-            return self._result(IngestResult("failed", OUT_OF_RESOURCES, str(exc), **base))
-        if known is not None and known[0] == received_sha and self.store.exists(known[1]):
-            return self._result(IngestResult("duplicate", SUCCESS, "identical instance already stored", **base))
-        try:
-            metadata = dicomjson.instance_metadata(ds, study_uid, series_uid, sop_uid)
-            record = self._record(ds, parsed, uids, received_sha, metadata)
+            metadata = header.metadata_json(study_uid, series_uid, sop_uid)
+            record = self._record(header, received.transfer_syntax_uid, uids, received_sha, metadata)
         except (RecursionError, MemoryError):
             return self._result(IngestResult("rejected", CANNOT_UNDERSTAND, "dataset too deeply nested or too large", **base))
-        except Exception as exc:  # noqa: BLE001 - pydicom raises many types for malformed values
+        except Exception as exc:  # noqa: BLE001 - malformed values
             # the exception text may quote element values (patient data): report its type only
             return self._result(IngestResult("rejected", CANNOT_UNDERSTAND,
                                              f"cannot read dataset: malformed value ({type(exc).__name__})", **base))
 
-        data = dicomfile.build_part10(sop_class, sop_uid, parsed.transfer_syntax_uid, parsed.dataset_bytes,
+        data = dicomfile.build_part10(sop_class, sop_uid, received.transfer_syntax_uid, received.dataset_bytes,
                                       source_ae=_ae(source))
         record.object_key = dicomfile.new_object_key()
         record.object_size = len(data)
@@ -248,64 +236,64 @@ class IngestService:
             return self._result(IngestResult("revised", SUCCESS, "new revision; the previous object is retained", **base))
         return self._result(IngestResult("stored", SUCCESS, "", **base))
 
-    def _validate(self, ds: Dataset, command_class: str | None, command_instance: str | None) -> tuple[str, str, str, str]:
-        sop_class = check_uid(_raw(ds, "SOPClassUID"), "SOP Class UID (0008,0016)")
-        sop_uid = check_uid(_raw(ds, "SOPInstanceUID"), "SOP Instance UID (0008,0018)")
-        study_uid = check_uid(_raw(ds, "StudyInstanceUID"), "Study Instance UID (0020,000D)")
-        series_uid = check_uid(_raw(ds, "SeriesInstanceUID"), "Series Instance UID (0020,000E)")
+    def _validate(self, header: DicomHeader, command_class: str | None,
+                  command_instance: str | None) -> tuple[str, str, str, str]:
+        sop_class = check_uid(header.raw_text(SOP_CLASS_UID), "SOP Class UID (0008,0016)")
+        sop_uid = check_uid(header.raw_text(SOP_INSTANCE_UID), "SOP Instance UID (0008,0018)")
+        study_uid = check_uid(header.raw_text(STUDY_INSTANCE_UID), "Study Instance UID (0020,000D)")
+        series_uid = check_uid(header.raw_text(SERIES_INSTANCE_UID), "Series Instance UID (0020,000E)")
         if command_instance is not None and command_instance.strip("\0 ") != sop_uid:
             raise IngestRejected(DATASET_MISMATCH, "dataset SOP Instance UID differs from the command's Affected SOP Instance UID")
         if command_class is not None and command_class.strip("\0 ") != sop_class:
             raise IngestRejected(DATASET_MISMATCH, "dataset SOP Class UID differs from the command's Affected SOP Class UID")
         return sop_class, sop_uid, study_uid, series_uid
 
-    def _record(self, ds: Dataset, parsed: dicomfile.ParsedObject, uids: tuple[str, str, str, str],
+    def _record(self, header: DicomHeader, ts: str, uids: tuple[str, str, str, str],
                 received_sha: str, metadata: bytes) -> InstanceRecord:
         sop_class, sop_uid, study_uid, series_uid = uids
-        ts = parsed.transfer_syntax_uid
-        has_pixels = any(tag in ds for tag in PIXEL_TAGS)
+        text, number = header.text, header.int
         if self.compression_target == "none":
             state, note = "none", ""
-        elif not has_pixels:
+        elif not any(header.has(tag) for tag in PIXEL_TAGS):
             state, note = "kept", "no pixel data"
         elif ts not in NATIVE_SYNTAXES:
             state, note = "kept", "received compressed; stored as received"
-        elif 0x7FE00010 not in ds:
+        elif not header.has(PIXEL_DATA):
             state, note = "kept", "float pixel data"
         else:
             state, note = "pending", ""
-        frames = _int(ds, "NumberOfFrames") or 1
+        frames = number(0x00280008) or 1
         return InstanceRecord(
             patient={
-                "patient_id": _text(ds, "PatientID", 64),
-                "patient_name": _text(ds, "PatientName", 324),
-                "birth_date": _text(ds, "PatientBirthDate", 8),
-                "sex": _text(ds, "PatientSex", 16),
+                "patient_id": text(0x00100020, limit=64),
+                "patient_name": text(0x00100010, limit=324),
+                "birth_date": text(0x00100030, limit=8),
+                "sex": text(0x00100040, limit=16),
             },
             study={
                 "study_instance_uid": study_uid,
-                "study_date": _text(ds, "StudyDate", 8),
-                "study_time": _text(ds, "StudyTime", 16),
-                "accession_number": _text(ds, "AccessionNumber", 16),
-                "study_id": _text(ds, "StudyID", 16),
-                "study_description": _text(ds, "StudyDescription", 64),
-                "referring_physician_name": _text(ds, "ReferringPhysicianName", 324),
+                "study_date": text(0x00080020, limit=8),
+                "study_time": text(0x00080030, limit=16),
+                "accession_number": text(0x00080050, limit=16),
+                "study_id": text(0x00200010, limit=16),
+                "study_description": text(0x00081030, limit=64),
+                "referring_physician_name": text(0x00080090, limit=324),
             },
             series={
                 "series_instance_uid": series_uid,
-                "modality": _text(ds, "Modality", 16),
-                "series_number": _int(ds, "SeriesNumber"),
-                "series_description": _text(ds, "SeriesDescription", 64),
-                "series_date": _text(ds, "SeriesDate", 8),
-                "series_time": _text(ds, "SeriesTime", 16),
-                "body_part_examined": _text(ds, "BodyPartExamined", 16),
+                "modality": text(0x00080060, limit=16),
+                "series_number": number(0x00200011),
+                "series_description": text(0x0008103E, limit=64),
+                "series_date": text(0x00080021, limit=8),
+                "series_time": text(0x00080031, limit=16),
+                "body_part_examined": text(0x00180015, limit=16),
             },
             sop_instance_uid=sop_uid,
             sop_class_uid=sop_class,
-            instance_number=_int(ds, "InstanceNumber"),
+            instance_number=number(0x00200013),
             number_of_frames=max(1, frames),
-            rows=_int(ds, "Rows"),
-            columns=_int(ds, "Columns"),
+            rows=number(0x00280010),
+            columns=number(0x00280011),
             transfer_syntax_uid=ts,
             object_key="",
             object_size=0,
@@ -330,16 +318,9 @@ class IngestService:
         return result
 
 
-def _raw(ds: Dataset, keyword: str) -> Any:
+def _safe_uid(header: DicomHeader, tag: int) -> str:
     try:
-        return ds.get(keyword)
-    except Exception:  # noqa: BLE001
-        return "<unreadable>"
-
-
-def _safe_uid(ds: Dataset, keyword: str) -> str:
-    try:
-        return check_uid(ds.get(keyword), keyword)
+        return check_uid(header.raw_text(tag), "UID")
     except Exception:  # noqa: BLE001
         return ""
 

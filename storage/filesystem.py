@@ -100,6 +100,7 @@ class FilesystemStore(ObjectStore):
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root).resolve()
         self.temp_dir = self.root / TEMP_DIR_NAME
+        self._made_dirs: set[Path] = set()  # folders known to exist durably: no stat per write
 
     def __repr__(self) -> str:
         return f"FilesystemStore({str(self.root)!r})"
@@ -134,16 +135,30 @@ class FilesystemStore(ObjectStore):
             removed and nothing new is visible under ``key``.
         """
         target = self._path(key)
+        try:
+            self._write(target, data)
+        except FileNotFoundError:
+            self._made_dirs.clear()  # a folder was removed behind our back: make it again
+            try:
+                self._write(target, data)
+            except FileNotFoundError as exc:
+                raise _unavailable("write", target, exc) from exc
+
+    def _write(self, target: Path, data: bytes) -> None:
         temp = self.temp_dir / f"{uuid.uuid4().hex}{TEMP_SUFFIX}"
         try:
-            _makedirs_durable(self.temp_dir)
+            self._makedirs(self.temp_dir)
             fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
             with os.fdopen(fd, "wb") as handle:
                 handle.write(data)
                 handle.flush()
                 os.fsync(handle.fileno())
-            _makedirs_durable(target.parent)
+            self._makedirs(target.parent)
             os.replace(temp, target)
+        except FileNotFoundError:
+            with contextlib.suppress(OSError):
+                temp.unlink()
+            raise
         except OSError as exc:
             with contextlib.suppress(OSError):
                 temp.unlink()
@@ -155,8 +170,18 @@ class FilesystemStore(ObjectStore):
             # the caller treats the put as failed, and an orphan sweep can reclaim it.
             raise _unavailable("sync directory of", target, exc) from exc
 
+    def _makedirs(self, path: Path) -> None:
+        if path not in self._made_dirs:
+            _makedirs_durable(path)
+            self._made_dirs.add(path)
+
     def delete(self, key: str) -> None:
-        """Remove the object's file; a missing file is fine. Empty folders are kept."""
+        """Remove the object's file; a missing file is fine. Empty folders are kept.
+
+        The folder is not fsynced: the archive deletes only objects no index row refers to
+        any more, so a removal undone by a power cut leaves an orphan, which the sweeper
+        removes again. That saves a disk flush per compressed instance.
+        """
         path = self._path(key)
         try:
             path.unlink()
@@ -166,10 +191,6 @@ class FilesystemStore(ObjectStore):
             return  # a folder is not an object
         except OSError as exc:
             raise _unavailable("delete", path, exc) from exc
-        try:
-            _fsync_dir(path.parent)
-        except OSError as exc:
-            raise _unavailable("sync directory of", path, exc) from exc
 
     # -- reading -----------------------------------------------------------------
 

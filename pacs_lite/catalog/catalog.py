@@ -149,6 +149,16 @@ _COUNT_SERIES = update(Series).where(Series.id == bindparam("pk")).values(
 _COUNT_STUDY = update(Study).where(Study.id == bindparam("pk")).values(
     num_instances=Study.num_instances + 1, size_bytes=Study.size_bytes + bindparam("size"),
     updated_at=bindparam("now"), modalities_in_study=bindparam("modalities"))
+_INSERT_JOBS = insert(Job)
+_EXISTING_INSTANCE = (select(Instance.received_sha256, Instance.object_key, Instance.integrity)
+                      .where(Instance.sop_instance_uid == bindparam("sop")))
+_KNOWN_SERIES = (select(Series.id, Series.study_pk, Study.modalities_in_study)
+                 .join(Study, Series.study_pk == Study.id)
+                 .where(Series.series_instance_uid == bindparam("series"),
+                        Study.study_instance_uid == bindparam("study")))
+#: PostgreSQL: lock the instance row, and the study row first as the general path does (no lock-order deadlock)
+_EXISTING_INSTANCE_LOCKED = _EXISTING_INSTANCE.with_for_update()
+_KNOWN_SERIES_LOCKED = _KNOWN_SERIES.with_for_update(of=Study)
 
 
 class Catalog:
@@ -242,9 +252,11 @@ class Catalog:
 
     def received_digest(self, sop_instance_uid: str) -> tuple[str, str] | None:
         """(received SHA-256, current object key) of an indexed instance, or ``None``."""
-        with self.reader() as s:
-            row = s.execute(select(Instance.received_sha256, Instance.object_key)
-                            .where(Instance.sop_instance_uid == sop_instance_uid)).first()
+        try:
+            with self.engine.connect() as conn:
+                row = conn.execute(_EXISTING_INSTANCE, {"sop": sop_instance_uid}).first()
+        except OperationalError as exc:
+            raise CatalogUnavailable(f"index database error: {type(exc.orig).__name__}") from None
         return (row[0], row[1]) if row else None
 
     def record_instance(self, rec: InstanceRecord, *, enqueue: Sequence[tuple[str, dict[str, Any]]] = (),
@@ -279,9 +291,8 @@ class Catalog:
         patient, or a revision of an existing instance.
         """
         conn = s.connection()
-        existing = conn.execute(self._for_update(
-            select(Instance.received_sha256, Instance.object_key, Instance.integrity)
-            .where(Instance.sop_instance_uid == rec.sop_instance_uid))).first()
+        existing = conn.execute(_EXISTING_INSTANCE if self.is_sqlite else _EXISTING_INSTANCE_LOCKED,
+                                {"sop": rec.sop_instance_uid}).first()
         if existing is not None:
             if existing.received_sha256 == rec.received_sha256:
                 if existing.integrity == "ok" and (self.object_exists is None or self.object_exists(existing.object_key)):
@@ -295,13 +306,8 @@ class Catalog:
             if not keep_revisions:
                 return RecordOutcome("conflict", orphaned_keys=[rec.object_key])
             return None
-        stmt = (select(Series.id, Series.study_pk, Study.modalities_in_study)
-                .join(Study, Series.study_pk == Study.id)
-                .where(Series.series_instance_uid == rec.series["series_instance_uid"],
-                       Study.study_instance_uid == rec.study["study_instance_uid"]))
-        if not self.is_sqlite:  # the study row first, as the general path locks it: no lock-order deadlock
-            stmt = stmt.with_for_update(of=Study)
-        row = conn.execute(stmt).first()
+        row = conn.execute(_KNOWN_SERIES if self.is_sqlite else _KNOWN_SERIES_LOCKED,
+                           {"series": rec.series["series_instance_uid"], "study": rec.study["study_instance_uid"]}).first()
         if row is None:
             return None
         now = utcnow()
@@ -323,7 +329,7 @@ class Catalog:
             modalities = "\\" + "\\".join(sorted({*current, modality})) + "\\"
         conn.execute(_COUNT_STUDY, {"pk": row.study_pk, "size": rec.object_size, "now": now, "modalities": modalities})
         if enqueue:
-            conn.execute(insert(Job), [
+            conn.execute(_INSERT_JOBS, [
                 {"kind": kind, "payload": json.dumps({**payload, "instance_id": instance_id}), "state": "queued",
                  "attempts": 0, "run_after": now, "claimed_by": "", "last_error": "", "created_at": now,
                  "updated_at": now}
@@ -467,8 +473,12 @@ class Catalog:
 
     def replace_object(self, sop_instance_uid: str, expected_key: str, *, object_key: str, object_size: int,
                        object_sha256: str, transfer_syntax_uid: str, compression_state: str,
-                       compression_note: str = "") -> bool:
-        """Point an instance at a new object if it still points at ``expected_key`` (compare and swap)."""
+                       compression_note: str = "", finish_job: int | None = None) -> bool:
+        """Point an instance at a new object if it still points at ``expected_key`` (compare and swap).
+
+        With ``finish_job``, that job is marked done in the same transaction (one commit, and
+        one fsync, fewer per compressed instance).
+        """
         with self.writer() as s:
             result = s.execute(
                 update(Instance)
@@ -482,6 +492,9 @@ class Catalog:
             series_pk = s.execute(select(Instance.series_pk).where(Instance.sop_instance_uid == sop_instance_uid)).scalar_one()
             s.execute(update(Series).where(Series.id == series_pk).values(
                 metadata_version=Series.metadata_version + 1, metadata_gz=None))
+            if finish_job is not None:
+                s.execute(update(Job).where(Job.id == finish_job).values(
+                    state="done", lease_until=None, updated_at=utcnow()))
             return True
 
     def set_compression_state(self, sop_instance_uid: str, expected_key: str, state: str, note: str = "") -> None:

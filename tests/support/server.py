@@ -67,15 +67,7 @@ class PacsServer:
 
     def start(self, *, env: dict[str, str] | None = None, timeout: float = 90) -> PacsServer:
         """Start and wait until DICOM answers and ``/readyz`` says ready."""
-        self.starts += 1
-        self.process = ManagedProcess(
-            [sys.executable, "-m", "pacs_lite", "serve"],
-            self.workdir / f"serve-{self.starts}.log",
-            env=self.environment(env),
-            cwd=self.workdir,
-            name="pacs-lite serve",
-        ).start()
-        wait_for_port("127.0.0.1", self.dicom_port, timeout=timeout)
+        self.start_nowait(env=env, timeout=timeout)
         wait_for_port("127.0.0.1", self.http_port, timeout=timeout)
         deadline = time.monotonic() + timeout
         while True:
@@ -88,7 +80,7 @@ class PacsServer:
                 raise RuntimeError(f"PACS-lite not ready; log:\n{self.log_tail()}")
             time.sleep(0.2)
 
-    def start_nowait(self, *, env: dict[str, str] | None = None) -> PacsServer:
+    def start_nowait(self, *, env: dict[str, str] | None = None, timeout: float = 90) -> PacsServer:
         """Start and return once the DICOM port listens (for crash tests that kill it early)."""
         self.starts += 1
         self.process = ManagedProcess(
@@ -98,7 +90,7 @@ class PacsServer:
             cwd=self.workdir,
             name="pacs-lite serve",
         ).start()
-        wait_for_port("127.0.0.1", self.dicom_port, timeout=90)
+        wait_for_port("127.0.0.1", self.dicom_port, timeout=timeout)
         return self
 
     @property

@@ -1,0 +1,335 @@
+"""C-STORE straight off the socket: the receiving side of the Storage service, without pynetdicom's per-PDU path.
+
+pynetdicom decodes every P-DATA-TF PDU into primitives, queues them between two
+polling threads and rebuilds the message, which costs about 4 ms per C-STORE: more
+than the whole ingest and the cap on what one association can deliver. Once an
+association is established, :class:`StoreReceiver` reads the P-DATA-TF PDUs itself.
+A message whose command is a C-STORE-RQ on an accepted storage context is assembled
+here (fragments read straight into place), handed to the store callback, and
+answered with a C-STORE-RSP written to the socket. Anything else (C-ECHO, C-FIND,
+A-RELEASE, A-ABORT, a malformed PDU) is pushed back unread, byte for byte, for
+pynetdicom to handle as usual, so every other service and every protocol rule stays
+with pynetdicom.
+
+It runs in the association's DUL thread, the only thread that reads or writes the
+socket, so its responses cannot interleave with pynetdicom's.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pynetdicom.association import Association
+
+    from .transport import GuardedSocket
+
+log = logging.getLogger("dicom_scp.cstore")
+
+P_DATA_TF = 0x04
+PDU_HEADER = struct.Struct(">BBL")
+PDV_HEADER = struct.Struct(">LBB")
+ELEMENT_HEADER = struct.Struct("<HHL")
+#: Message control header bits (PS3.8 E.2)
+COMMAND, LAST = 0x01, 0x02
+
+C_STORE_RQ = 0x0001
+C_STORE_RSP = 0x8001
+NO_DATASET = 0x0101
+#: Command elements (group 0000) read from a C-STORE-RQ
+AFFECTED_SOP_CLASS = 0x0002
+COMMAND_FIELD = 0x0100
+MESSAGE_ID = 0x0110
+DATASET_TYPE = 0x0800
+AFFECTED_SOP_INSTANCE = 0x1000
+MAX_COMMAND_BYTES = 64 * 1024
+#: Seconds to wait for the peer's next message before handing the socket back to pynetdicom
+LINGER = 0.05
+
+#: ``store(assoc, transfer_syntax, sop_class, sop_instance, dataset) -> (status, error_comment)``
+StoreCallback = Callable[["Association", str, "str | None", "str | None", bytes], tuple[int, str]]
+
+
+class CommandError(ValueError):
+    """A command set that cannot be parsed."""
+
+
+def parse_command(data: bytes | bytearray) -> dict[int, bytes]:
+    """The elements of a command set (implicit VR little endian, group 0000) by element number."""
+    values: dict[int, bytes] = {}
+    pos, end = 0, len(data)
+    while pos < end:
+        if end - pos < 8:
+            raise CommandError("truncated command element")
+        group, element, length = ELEMENT_HEADER.unpack_from(data, pos)
+        pos += 8
+        if group != 0x0000 or length > end - pos:
+            raise CommandError("malformed command set")
+        values[element] = bytes(data[pos:pos + length])
+        pos += length
+    return values
+
+
+def _us(values: dict[int, bytes], element: int) -> int | None:
+    raw = values.get(element)
+    return struct.unpack("<H", raw)[0] if raw is not None and len(raw) == 2 else None
+
+
+def _uid(values: dict[int, bytes], element: int) -> str | None:
+    raw = values.get(element)
+    return None if raw is None else raw.decode("ascii", "replace").rstrip("\0 ")
+
+
+def _pad(value: bytes, pad: bytes) -> bytes:
+    return value + pad if len(value) % 2 else value
+
+
+def encode_command(elements: list[tuple[int, bytes]]) -> bytes:
+    """A command set from ``(element, value)`` pairs in ascending order, with its group length."""
+    body = b"".join(ELEMENT_HEADER.pack(0x0000, element, len(value)) + value for element, value in elements)
+    return ELEMENT_HEADER.pack(0x0000, 0x0000, 4) + struct.pack("<L", len(body)) + body
+
+
+def store_response(message_id: int, sop_class: bytes, sop_instance: bytes, status: int, comment: str = "") -> bytes:
+    """The command set of a C-STORE-RSP echoing the request's UIDs (cut to 64 bytes)."""
+    elements = [
+        (AFFECTED_SOP_CLASS, _pad(sop_class.rstrip(b"\0 ")[:64], b"\0")),
+        (COMMAND_FIELD, struct.pack("<H", C_STORE_RSP)),
+        (0x0120, struct.pack("<H", message_id)),
+        (DATASET_TYPE, struct.pack("<H", NO_DATASET)),
+        (0x0900, struct.pack("<H", status)),
+    ]
+    if comment:
+        elements.append((0x0902, _pad(comment.encode("ascii", "replace")[:64], b" ")))
+    elements.append((AFFECTED_SOP_INSTANCE, _pad(sop_instance.rstrip(b"\0 ")[:64], b"\0")))
+    return encode_command(elements)
+
+
+def p_data_pdus(context_id: int, control: int, payload: bytes, max_pdu_length: int | None) -> bytes:
+    """``payload`` as P-DATA-TF PDUs of one PDV each, fragmented to the peer's maximum PDU length."""
+    room = (max_pdu_length or 0) - 6  # the PDV item header counts towards the PDU length
+    if room <= 0 or room >= len(payload):
+        return _pdu(context_id, control | LAST, payload)
+    pieces = [payload[i:i + room] for i in range(0, len(payload), room)]
+    return b"".join(_pdu(context_id, control | (LAST if i == len(pieces) - 1 else 0), piece)
+                    for i, piece in enumerate(pieces))
+
+
+def _pdu(context_id: int, control: int, fragment: bytes | memoryview) -> bytes:
+    return (PDU_HEADER.pack(P_DATA_TF, 0, len(fragment) + 6) + PDV_HEADER.pack(len(fragment) + 2, context_id, control)
+            + bytes(fragment))
+
+
+@dataclass
+class _Pdv:
+    context_id: int
+    control: int
+    fragment: memoryview
+
+
+class _Declined(Exception):
+    """The next message is not ours: hand everything read for it back to pynetdicom."""
+
+
+class _Closed(Exception):
+    """The connection is gone (closed, timed out, or refused for a protocol violation)."""
+
+
+class StoreReceiver:
+    """Serves consecutive C-STORE requests of one association from its socket.
+
+    Parameters
+    ----------
+    sock
+        The association's :class:`~dicom_scp.transport.GuardedSocket`.
+    assoc
+        The association (acceptor side).
+    storage_classes
+        SOP Class UIDs of the storage service: C-STORE on other contexts goes to pynetdicom.
+    store
+        Called with each received dataset; returns the status and error comment to send.
+    max_message_bytes
+        Data set size beyond which the connection is aborted rather than read on (the
+        transport guard's limit; ingest refuses smaller oversized objects with a status).
+    """
+
+    def __init__(self, sock: GuardedSocket, assoc: Association, storage_classes: frozenset[str],
+                 store: StoreCallback, max_message_bytes: int) -> None:
+        self.sock = sock
+        self.assoc = assoc
+        self.storage_classes = storage_classes
+        self.store = store
+        self.max_message_bytes = max_message_bytes
+        self._contexts: dict[int, tuple[str, str]] | None = None
+        self._items: list[_Pdv] = []  # PDV items of the last PDU read, not yet consumed
+        self._consumed: list[_Pdv] = []  # command PDVs of the message in progress, to hand back if declined
+        self._foreign = b""  # a PDU read that is not a well-formed P-DATA-TF, to hand back
+
+    def active(self) -> bool:
+        """Whether the association is established (Sta6) with us as the acceptor."""
+        dul = self.assoc.dul
+        return self.assoc.is_acceptor and self.assoc.is_established and dul.state_machine.current_state == "Sta6"
+
+    def serve(self) -> None:
+        """Handle C-STORE messages while they come; return when the next message is not one, or none comes.
+
+        Whatever was read of a message that is not ours is pushed back into the socket for
+        pynetdicom. A closed or refused connection is reported to pynetdicom as a closed
+        transport by the socket.
+        """
+        try:
+            while True:
+                self._consumed, self._foreign = [], b""
+                try:
+                    self._serve_one()
+                except _Declined:
+                    consumed = b"".join(_pdu(p.context_id, p.control, p.fragment) for p in self._consumed)
+                    self.sock.push_back(consumed + self._remaining_items() + self._foreign)
+                    return
+                self._restart_idle_timer()
+                if not self._items and (self._stopping() or not self.sock.wait_readable(LINGER)):
+                    return
+        except _Closed:
+            self._items = []
+
+    # -- one message ------------------------------------------------------------------------
+
+    def _serve_one(self) -> None:
+        command = bytearray()
+        while True:
+            pdv = self._next_pdv()
+            self._consumed.append(pdv)
+            if not pdv.control & COMMAND:
+                raise _Declined  # data before a command: pynetdicom's protocol handling decides
+            command += pdv.fragment
+            if len(command) > MAX_COMMAND_BYTES:
+                raise _Declined
+            if pdv.control & LAST:
+                break
+        context_id = pdv.context_id
+        try:
+            values = parse_command(command)
+        except CommandError:
+            raise _Declined from None
+        context = self._context(context_id)
+        message_id = _us(values, MESSAGE_ID)
+        if (_us(values, COMMAND_FIELD) != C_STORE_RQ or context is None or message_id is None
+                or _us(values, DATASET_TYPE) in (None, NO_DATASET)):
+            raise _Declined
+        dataset = self._read_dataset(context_id)
+        abstract_syntax, transfer_syntax = context
+        request_class = _uid(values, AFFECTED_SOP_CLASS)
+        if request_class is not None and request_class != abstract_syntax:
+            status, comment = 0x0122, "SOP Class differs from the presentation context's"
+        else:
+            status, comment = self.store(self.assoc, transfer_syntax, request_class,
+                                         _uid(values, AFFECTED_SOP_INSTANCE), dataset)
+        response = store_response(message_id, values.get(AFFECTED_SOP_CLASS, b""),
+                                  values.get(AFFECTED_SOP_INSTANCE, b""), status, comment)
+        if not self.sock.send_all(p_data_pdus(context_id, COMMAND, response, self._peer_max_pdu())):
+            raise _Closed
+
+    def _read_dataset(self, context_id: int) -> bytes:
+        fragments: list[memoryview] = []
+        total = 0
+        while True:
+            try:
+                pdv = self._next_pdv()
+            except _Declined:
+                # an A-ABORT, A-RELEASE-RQ or other PDU in the middle of the data set: pynetdicom
+                # handles it (the partial message is dropped, as pynetdicom itself would)
+                self.sock.push_back(self._foreign)
+                raise _Closed from None
+            if pdv.control & COMMAND or pdv.context_id != context_id:
+                self.sock.refuse("P-DATA-TF out of sequence in the middle of a C-STORE data set")
+                raise _Closed
+            fragments.append(pdv.fragment)
+            total += len(pdv.fragment)
+            if total > self.max_message_bytes:
+                self.sock.refuse(f"DIMSE message exceeds {self.max_message_bytes} bytes")
+                raise _Closed
+            if pdv.control & LAST:
+                return b"".join(fragments)
+
+    # -- PDUs and PDVs ---------------------------------------------------------------------
+
+    def _next_pdv(self) -> _Pdv:
+        """The next PDV item, reading the next PDU when the last one is used up.
+
+        Raises :class:`_Declined` (with the PDU kept in ``_foreign``) when the next PDU is
+        not a well-formed P-DATA-TF, and :class:`_Closed` when the connection ends.
+        """
+        if not self._items:
+            self._read_pdu()
+        return self._items.pop(0)
+
+    def _read_pdu(self) -> None:
+        header = self.sock.read_exact(6)
+        if len(header) < 6:
+            raise _Closed
+        pdu_type, _, length = PDU_HEADER.unpack(header)
+        if pdu_type != P_DATA_TF:
+            self._foreign = bytes(header)  # pynetdicom reads (and checks) the body itself
+            raise _Declined
+        if not self.sock.check_header(header):
+            raise _Closed
+        body = self.sock.read_exact(length)
+        if len(body) < length:
+            raise _Closed
+        items = _split_pdvs(body)
+        if items is None:
+            self._foreign = bytes(header) + bytes(body)  # malformed: pynetdicom answers it
+            raise _Declined
+        self._items = items
+
+    def _remaining_items(self) -> bytes:
+        items, self._items = self._items, []
+        return b"".join(_pdu(item.context_id, item.control, item.fragment) for item in items)
+
+    # -- the association -------------------------------------------------------------------
+
+    def _context(self, context_id: int) -> tuple[str, str] | None:
+        """(abstract syntax, transfer syntax) of an accepted storage context, else ``None``."""
+        if self._contexts is None:
+            self._contexts = {
+                int(cx.context_id): (str(cx.abstract_syntax), str(cx.transfer_syntax[0]))
+                for cx in self.assoc.accepted_contexts
+                if str(cx.abstract_syntax) in self.storage_classes and cx.transfer_syntax
+            }
+        return self._contexts.get(context_id)
+
+    def _peer_max_pdu(self) -> int | None:
+        try:
+            return self.assoc.requestor.maximum_length
+        except Exception:  # noqa: BLE001
+            return None
+
+    def _restart_idle_timer(self) -> None:
+        timer = getattr(self.assoc.dul, "_idle_timer", None)
+        if timer is not None:
+            timer.restart()
+
+    def _stopping(self) -> bool:
+        """Whether pynetdicom has something to do: a primitive to send (abort, release) or a stop."""
+        dul = self.assoc.dul
+        return bool(dul.to_provider_queue.queue) or bool(getattr(dul, "_kill_thread", False)) or self.assoc._kill
+
+
+def _split_pdvs(body: bytes | bytearray) -> list[_Pdv] | None:
+    """The PDV items of a P-DATA-TF body, or ``None`` if their lengths do not add up."""
+    view = memoryview(body)
+    items: list[_Pdv] = []
+    pos, end = 0, len(body)
+    while pos < end:
+        if end - pos < 6:
+            return None
+        length, context_id, control = PDV_HEADER.unpack_from(body, pos)
+        if length < 2 or pos + 4 + length > end:
+            return None
+        items.append(_Pdv(context_id, control, view[pos + 6:pos + 4 + length]))
+        pos += 4 + length
+    return items or None
