@@ -5,23 +5,28 @@ polling threads and rebuilds the message, which costs about 4 ms per C-STORE: mo
 than the whole ingest and the cap on what one association can deliver. Once an
 association is established, :class:`StoreReceiver` reads the P-DATA-TF PDUs itself.
 A message whose command is a C-STORE-RQ on an accepted storage context is assembled
-here (fragments read straight into place), handed to the store callback, and
-answered with a C-STORE-RSP written to the socket. Anything else (C-ECHO, C-FIND,
-A-RELEASE, A-ABORT, a malformed PDU) is pushed back unread, byte for byte, for
-pynetdicom to handle as usual, so every other service and every protocol rule stays
-with pynetdicom.
+here (fragments copied into one buffer as they arrive), handed to the store callback,
+and answered with a C-STORE-RSP written to the socket. Anything else (C-ECHO, C-FIND,
+A-RELEASE, A-ABORT, a malformed PDU) is handed back to pynetdicom to handle as usual:
+the PDV items read so far re-encoded (one per P-DATA-TF), then the rest unread. So
+every other service and every protocol rule stays with pynetdicom; pynetdicom's
+``EVT_C_STORE`` and PDU/DIMSE notification events do not fire for stores served here.
 
 It runs in the association's DUL thread, the only thread that reads or writes the
-socket, so its responses cannot interleave with pynetdicom's.
+socket, and only while pynetdicom has no message of its own in progress on the
+association, so its responses cannot interleave with pynetdicom's.
 """
 
 from __future__ import annotations
 
 import logging
 import struct
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+from pynetdicom.pdu_primitives import A_ABORT, A_P_ABORT
 
 if TYPE_CHECKING:  # pragma: no cover
     from pynetdicom.association import Association
@@ -51,7 +56,21 @@ MAX_COMMAND_BYTES = 64 * 1024
 LINGER = 0.05
 
 #: ``store(assoc, transfer_syntax, sop_class, sop_instance, dataset) -> (status, error_comment)``
-StoreCallback = Callable[["Association", str, "str | None", "str | None", bytes], tuple[int, str]]
+StoreCallback = Callable[["Association", str, "str | None", "str | None", bytearray], tuple[int, str]]
+#: ``idle(assoc)``: whether no handler of ours is working for the association through pynetdicom
+IdleCallback = Callable[["Association"], bool]
+
+
+def keep_alive(assoc: Association) -> None:
+    """Restart the association's network idle timer: we are working for the peer, not idle.
+
+    pynetdicom restarts that timer only when it reads a PDU itself and checks it between
+    DIMSE messages, so a long C-MOVE, C-GET, C-FIND or C-STORE would otherwise be followed
+    by an A-ABORT right after its final response.
+    """
+    timer = getattr(assoc.dul, "_idle_timer", None)
+    if timer is not None:
+        timer.restart()
 
 
 class CommandError(ValueError):
@@ -153,48 +172,63 @@ class StoreReceiver:
     store
         Called with each received dataset; returns the status and error comment to send.
     max_message_bytes
-        Data set size beyond which the connection is aborted rather than read on (the
-        transport guard's limit; ingest refuses smaller oversized objects with a status).
+        Bytes of one message (PDU headers included) beyond which the connection is aborted
+        rather than read on (the transport guard's limit; ingest refuses smaller oversized
+        objects with a status).
+    idle
+        Whether our pynetdicom-side handlers are all done with the association.
     """
 
     def __init__(self, sock: GuardedSocket, assoc: Association, storage_classes: frozenset[str],
-                 store: StoreCallback, max_message_bytes: int) -> None:
+                 store: StoreCallback, max_message_bytes: int, idle: IdleCallback | None = None) -> None:
         self.sock = sock
         self.assoc = assoc
         self.storage_classes = storage_classes
         self.store = store
         self.max_message_bytes = max_message_bytes
+        self.idle = idle
         self._contexts: dict[int, tuple[str, str]] | None = None
-        self._items: list[_Pdv] = []  # PDV items of the last PDU read, not yet consumed
+        self._items: deque[_Pdv] = deque()  # PDV items of the last PDU read, not yet consumed
         self._consumed: list[_Pdv] = []  # command PDVs of the message in progress, to hand back if declined
-        self._foreign = b""  # a PDU read that is not a well-formed P-DATA-TF, to hand back
+        self._foreign = b""  # a PDU read that is not a P-DATA-TF, to hand back
+        self._message_bytes = 0  # PDU bytes read for the message in progress
 
     def active(self) -> bool:
-        """Whether the association is established (Sta6) with us as the acceptor."""
-        dul = self.assoc.dul
-        return self.assoc.is_acceptor and self.assoc.is_established and dul.state_machine.current_state == "Sta6"
+        """Whether we may read the next message: established (Sta6) as acceptor, pynetdicom idle.
+
+        pynetdicom is idle when it holds no partly received or queued message and none of
+        our handlers is still working through it (a C-FIND sending its responses, say);
+        otherwise what arrives belongs to, or must wait for, pynetdicom.
+        """
+        assoc = self.assoc
+        dimse, dul = assoc.dimse, assoc.dul
+        return (assoc.is_acceptor and assoc.is_established and dul.state_machine.current_state == "Sta6"
+                and dimse.message is None and not dimse.msg_queue.queue and not dul.to_provider_queue.queue
+                and (self.idle is None or self.idle(assoc)))
 
     def serve(self) -> None:
         """Handle C-STORE messages while they come; return when the next message is not one, or none comes.
 
-        Whatever was read of a message that is not ours is pushed back into the socket for
-        pynetdicom. A closed or refused connection is reported to pynetdicom as a closed
-        transport by the socket.
+        Whatever was read of a message that is not ours is handed back to pynetdicom. A
+        closed or refused connection is reported to pynetdicom as a closed transport by
+        the socket.
         """
         try:
             while True:
-                self._consumed, self._foreign = [], b""
+                self._consumed, self._foreign, self._message_bytes = [], b"", 0
                 try:
                     self._serve_one()
                 except _Declined:
                     consumed = b"".join(_pdu(p.context_id, p.control, p.fragment) for p in self._consumed)
                     self.sock.push_back(consumed + self._remaining_items() + self._foreign)
                     return
-                self._restart_idle_timer()
-                if not self._items and (self._stopping() or not self.sock.wait_readable(LINGER)):
+                if not self.active():  # pynetdicom has something to send or do first
+                    self.sock.push_back(self._remaining_items())
+                    return
+                if not self._items and not self.sock.wait_readable(LINGER):
                     return
         except _Closed:
-            self._items = []
+            self._items.clear()
 
     # -- one message ------------------------------------------------------------------------
 
@@ -206,7 +240,7 @@ class StoreReceiver:
             if not pdv.control & COMMAND:
                 raise _Declined  # data before a command: pynetdicom's protocol handling decides
             command += pdv.fragment
-            if len(command) > MAX_COMMAND_BYTES:
+            if self._message_bytes > MAX_COMMAND_BYTES:
                 raise _Declined
             if pdv.control & LAST:
                 break
@@ -221,21 +255,16 @@ class StoreReceiver:
                 or _us(values, DATASET_TYPE) in (None, NO_DATASET)):
             raise _Declined
         dataset = self._read_dataset(context_id)
-        abstract_syntax, transfer_syntax = context
-        request_class = _uid(values, AFFECTED_SOP_CLASS)
-        if request_class is not None and request_class != abstract_syntax:
-            status, comment = 0x0122, "SOP Class differs from the presentation context's"
-        else:
-            status, comment = self.store(self.assoc, transfer_syntax, request_class,
-                                         _uid(values, AFFECTED_SOP_INSTANCE), dataset)
+        keep_alive(self.assoc)
+        status, comment = self.store(self.assoc, context[1], _uid(values, AFFECTED_SOP_CLASS),
+                                     _uid(values, AFFECTED_SOP_INSTANCE), dataset)
         response = store_response(message_id, values.get(AFFECTED_SOP_CLASS, b""),
-                                  values.get(AFFECTED_SOP_INSTANCE, b""), status, comment)
+                                  values.get(AFFECTED_SOP_INSTANCE, b""), status & 0xFFFF, comment)
         if not self.sock.send_all(p_data_pdus(context_id, COMMAND, response, self._peer_max_pdu())):
             raise _Closed
 
-    def _read_dataset(self, context_id: int) -> bytes:
-        fragments: list[memoryview] = []
-        total = 0
+    def _read_dataset(self, context_id: int) -> bytearray:
+        dataset = bytearray()
         while True:
             try:
                 pdv = self._next_pdv()
@@ -247,25 +276,26 @@ class StoreReceiver:
             if pdv.control & COMMAND or pdv.context_id != context_id:
                 self.sock.refuse("P-DATA-TF out of sequence in the middle of a C-STORE data set")
                 raise _Closed
-            fragments.append(pdv.fragment)
-            total += len(pdv.fragment)
-            if total > self.max_message_bytes:
+            if self._message_bytes > self.max_message_bytes:
                 self.sock.refuse(f"DIMSE message exceeds {self.max_message_bytes} bytes")
                 raise _Closed
+            dataset += pdv.fragment
             if pdv.control & LAST:
-                return b"".join(fragments)
+                return dataset
+            if self._aborting():
+                raise _Closed  # an abort or shutdown is waiting: pynetdicom goes ahead, the message is dropped
 
     # -- PDUs and PDVs ---------------------------------------------------------------------
 
     def _next_pdv(self) -> _Pdv:
         """The next PDV item, reading the next PDU when the last one is used up.
 
-        Raises :class:`_Declined` (with the PDU kept in ``_foreign``) when the next PDU is
-        not a well-formed P-DATA-TF, and :class:`_Closed` when the connection ends.
+        Raises :class:`_Declined` (with the PDU header kept in ``_foreign``) when the next
+        PDU is not a P-DATA-TF, and :class:`_Closed` when the connection ends or is refused.
         """
         if not self._items:
             self._read_pdu()
-        return self._items.pop(0)
+        return self._items.popleft()
 
     def _read_pdu(self) -> None:
         header = self.sock.read_exact(6)
@@ -280,15 +310,18 @@ class StoreReceiver:
         body = self.sock.read_exact(length)
         if len(body) < length:
             raise _Closed
-        items = _split_pdvs(body)
+        keep_alive(self.assoc)  # as pynetdicom does for every PDU it reads
+        self._message_bytes += 6 + length
+        items = split_pdvs(body)
         if items is None:
-            self._foreign = bytes(header) + bytes(body)  # malformed: pynetdicom answers it
-            raise _Declined
-        self._items = items
+            self.sock.refuse("malformed P-DATA-TF (PDV item lengths do not add up)")
+            raise _Closed
+        self._items.extend(items)
 
     def _remaining_items(self) -> bytes:
-        items, self._items = self._items, []
-        return b"".join(_pdu(item.context_id, item.control, item.fragment) for item in items)
+        items = b"".join(_pdu(item.context_id, item.control, item.fragment) for item in self._items)
+        self._items.clear()
+        return items
 
     # -- the association -------------------------------------------------------------------
 
@@ -308,18 +341,15 @@ class StoreReceiver:
         except Exception:  # noqa: BLE001
             return None
 
-    def _restart_idle_timer(self) -> None:
-        timer = getattr(self.assoc.dul, "_idle_timer", None)
-        if timer is not None:
-            timer.restart()
-
-    def _stopping(self) -> bool:
-        """Whether pynetdicom has something to do: a primitive to send (abort, release) or a stop."""
+    def _aborting(self) -> bool:
+        """Whether pynetdicom wants to abort the association or stop its threads."""
         dul = self.assoc.dul
-        return bool(dul.to_provider_queue.queue) or bool(getattr(dul, "_kill_thread", False)) or self.assoc._kill
+        if getattr(dul, "_kill_thread", False) or getattr(self.assoc, "_kill", False):
+            return True
+        return any(isinstance(primitive, A_ABORT | A_P_ABORT) for primitive in list(dul.to_provider_queue.queue))
 
 
-def _split_pdvs(body: bytes | bytearray) -> list[_Pdv] | None:
+def split_pdvs(body: bytes | bytearray) -> list[_Pdv] | None:
     """The PDV items of a P-DATA-TF body, or ``None`` if their lengths do not add up."""
     view = memoryview(body)
     items: list[_Pdv] = []

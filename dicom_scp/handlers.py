@@ -13,7 +13,8 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Iterator, Sequence
+import types
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +27,7 @@ from pacs_lite import dicomfile
 from pacs_lite.catalog import CatalogUnavailable, QueryError, StoredInstance
 from pacs_lite.retrieval import RetrievalError
 
+from .cstore import keep_alive
 from .query import IDENTIFIER_MISMATCH, IdentifierError, build_response, iter_matches, parse_query, retrieve_instances
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -81,6 +83,7 @@ class AssociationStats:
 
     stored: int = 0
     failed: int = 0
+    in_flight: int = 0  # handlers working through pynetdicom right now
     operations: dict[str, int] = field(default_factory=dict)
 
 
@@ -187,13 +190,42 @@ class DimseServices:
         """``(event, handler)`` pairs for pynetdicom."""
         return [
             (evt.EVT_REQUESTED, self.on_requested),
-            (evt.EVT_C_ECHO, self.on_echo),
-            (evt.EVT_C_STORE, self.on_store),
-            (evt.EVT_C_FIND, self.on_find),
-            (evt.EVT_C_GET, self.on_get),
-            (evt.EVT_C_MOVE, self.on_move),
-            (evt.EVT_N_ACTION, self.on_n_action),
+            (evt.EVT_C_ECHO, self._tracked(self.on_echo)),
+            (evt.EVT_C_STORE, self._tracked(self.on_store)),
+            (evt.EVT_C_FIND, self._tracked(self.on_find)),
+            (evt.EVT_C_GET, self._tracked(self.on_get)),
+            (evt.EVT_C_MOVE, self._tracked(self.on_move)),
+            (evt.EVT_N_ACTION, self._tracked(self.on_n_action)),
         ]
+
+    def idle(self, assoc: Association) -> bool:
+        """Whether no handler is working for ``assoc`` through pynetdicom (the store receiver may read)."""
+        return self.associations.get(assoc).in_flight == 0
+
+    def _tracked(self, handler: Callable[[evt.Event], Any]) -> Callable[[evt.Event], Any]:
+        """``handler``, counted in its association's ``in_flight`` until it (or its generator) is done."""
+
+        def generator(stats: AssociationStats, responses: Iterator[Any]) -> Iterator[Any]:
+            try:
+                yield from responses
+            finally:
+                stats.in_flight -= 1
+
+        @functools.wraps(handler)
+        def tracked(event: evt.Event) -> Any:
+            stats = self.associations.get(event.assoc)
+            stats.in_flight += 1
+            try:
+                result = handler(event)
+            except BaseException:
+                stats.in_flight -= 1
+                raise
+            if isinstance(result, types.GeneratorType):
+                return generator(stats, result)
+            stats.in_flight -= 1
+            return result
+
+        return tracked
 
     # -- access ----------------------------------------------------------------------------
 
@@ -470,18 +502,6 @@ def move_contexts(instances: Sequence[StoredInstance]) -> list[PresentationConte
                 budget -= 1
         contexts.append(build_context(sop_class, list(UNCOMPRESSED)))
     return contexts
-
-
-def keep_alive(assoc: Association) -> None:
-    """Restart the association's network idle timer: we are working for the peer, not idle.
-
-    pynetdicom restarts that timer only when data arrives and checks it between DIMSE
-    messages, so a C-MOVE, C-GET, C-FIND or ingest that outlasts ``network_timeout``
-    would otherwise be followed by an A-ABORT right after its final response.
-    """
-    timer = getattr(assoc.dul, "_idle_timer", None)
-    if timer is not None:
-        timer.restart()
 
 
 def wait_for_send_queue(assoc: Association, timeout: float, limit: int = SEND_QUEUE_LIMIT) -> None:

@@ -159,6 +159,7 @@ class DicomServer:
             on_finished=self.associations.finished,
             store=self.services.store,
             storage_classes=frozenset(str(cx.abstract_syntax) for cx in AllStoragePresentationContexts),
+            idle=self.services.idle,
         )
         self.ae._servers.append(server)
         self._server = server

@@ -51,13 +51,12 @@ from pynetdicom.transport import (
     ThreadedAssociationServer,
 )
 
-from .cstore import StoreCallback, StoreReceiver
+from .cstore import COMMAND, LAST, P_DATA_TF, IdleCallback, StoreCallback, StoreReceiver, split_pdvs
 
 log = logging.getLogger("dicom_scp.transport")
 
 PDU_HEADER_LENGTH = 6
 A_ASSOCIATE_RQ = 0x01
-P_DATA_TF = 0x04
 KNOWN_PDU_TYPES = frozenset(range(0x01, 0x08))
 #: Allowance over the advertised maximum PDU length (peers that count the PDV header).
 PDU_SLACK = 64
@@ -184,18 +183,10 @@ def recv_exact(sock: socket.socket, nr_bytes: int, timeout: float | None = None)
 
 
 def _pdv_data_bytes(body: bytes | bytearray, pending: int) -> int:
-    """Dataset bytes of the DIMSE message in progress after the P-DATA-TF ``body``.
-
-    Each PDV item is: item length (4), presentation context ID (1), message control
-    header (1: bit 0 command, bit 1 last fragment), fragment.
-    """
-    pos, end = 0, len(body)
-    while pos + 6 <= end:
-        (item_length,) = struct.unpack_from(">L", body, pos)
-        control = body[pos + 5]
-        if not control & 0x01:  # a data set fragment
-            pending = 0 if control & 0x02 else pending + max(0, item_length - 2)
-        pos += 4 + item_length
+    """Dataset bytes of the DIMSE message in progress after the P-DATA-TF ``body``."""
+    for item in split_pdvs(body) or ():
+        if not item.control & COMMAND:  # a data set fragment
+            pending = 0 if item.control & LAST else pending + len(item.fragment)
     return pending
 
 
@@ -438,7 +429,7 @@ class GuardedRequestHandler(RequestHandler):
         sock = GuardedSocket(assoc, client_socket=self.request, limits=srv.limits, pushback=header)
         if srv.store is not None:
             sock.store_receiver = StoreReceiver(sock, assoc, srv.storage_classes, srv.store,
-                                                srv.limits.max_message_bytes + MESSAGE_SLACK)
+                                                srv.limits.max_message_bytes + MESSAGE_SLACK, srv.idle)
         assoc.set_socket(sock)
         assoc.acceptor.maximum_length = self.ae.maximum_pdu_size
         assoc.acceptor.ae_title = self.server.ae_title
@@ -476,9 +467,10 @@ class GuardedAssociationServer(ThreadedAssociationServer):
         more are closed on accept.
     on_started, on_finished
         Called with each association when it starts, and with it and its duration when it ends.
-    store, storage_classes
+    store, storage_classes, idle
         Where C-STORE requests on contexts of ``storage_classes`` go, read straight off the
-        socket by a :class:`~dicom_scp.cstore.StoreReceiver` (``None``: pynetdicom's handlers).
+        socket by a :class:`~dicom_scp.cstore.StoreReceiver` (``None``: pynetdicom's handlers),
+        and whether our pynetdicom-side handlers are done with an association.
     """
 
     daemon_threads = True
@@ -499,10 +491,12 @@ class GuardedAssociationServer(ThreadedAssociationServer):
         on_finished: Callable[[Association, float], None] | None = None,
         store: StoreCallback | None = None,
         storage_classes: frozenset[str] = frozenset(),
+        idle: IdleCallback | None = None,
     ) -> None:
         self.limits = limits
         self.store = store
         self.storage_classes = storage_classes
+        self.idle = idle
         self.closing = False
         self._slots = threading.BoundedSemaphore(max_connections)
         self._on_started = on_started

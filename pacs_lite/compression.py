@@ -145,13 +145,13 @@ def run_one_job(archive: Archive, worker_name: str, timeout: int) -> bool:
         outcome = compress_instance(archive, uid, target, job_id=job_id)
     except JobTimeout:
         inst = archive.catalog.lookup_instance(uid)
-        if inst is not None:
+        if inst is not None and inst.compression_state == "pending":  # not if it timed out after the switch
             _keep(archive, inst, f"compression timed out after {timeout} s")
         _finish(archive, job_id, error="timed out")
         return True
     except MemoryError:
         inst = archive.catalog.lookup_instance(uid)
-        if inst is not None:
+        if inst is not None and inst.compression_state == "pending":
             _keep(archive, inst, "compression exceeded the worker memory limit")
         _finish(archive, job_id, error="memory limit")
         return True

@@ -323,6 +323,9 @@ def read_header(data: Buffer, transfer_syntax_uid: str, *, max_inflated: int = M
     return DicomHeader(buf, elements, transfer_syntax_uid != EXPLICIT_BE)
 
 
+_MAX_UID_READ = 256
+
+
 class DicomHeader:
     """The indexed elements of one dataset, with values decoded on demand.
 
@@ -377,6 +380,9 @@ class DicomHeader:
         if element is None:
             return None
         _, start, length, _ = element
+        # a UID has at most 64 characters: decoding more (a sequence or a huge value under a
+        # UID's tag) only costs memory, and the caller's check refuses it all the same
+        length = min(length, _MAX_UID_READ)
         return str(self._buf[start:start + length], "ascii", "replace").rstrip("\0 ").strip()
 
     def int(self, tag: int) -> int | None:

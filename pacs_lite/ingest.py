@@ -66,7 +66,7 @@ class IngestResult:
     """What happened to one object. ``status`` is one of:
 
     ``stored``, ``revised`` (new content for a known UID; the older object is kept),
-    ``duplicate`` (identical to what is stored; nothing new written), ``rejected``
+    ``duplicate`` (identical to what is stored; nothing new kept), ``rejected``
     (the object is unacceptable) or ``failed`` (we could not store it now: retry later).
     """
 

@@ -47,10 +47,10 @@ def test_counts_and_levels(arch: Archive) -> None:
 
 
 def test_matching_rules(arch: Archive) -> None:
-    a = make_instance(patient_id="A1", patient_name="Nguyễn^Văn^An", study_date="20240115",
-                      accession="ACC1", description="CT Head")
-    b = make_instance(patient_id="B2", patient_name="Smith^Anne", study_date="20240301",
-                      accession="ACC2", description="MR Knee")
+    a = make_instance(patient_id="A1", patient_name="Nguyễn^Văn^An", StudyDate="20240115",
+                      AccessionNumber="ACC1", StudyDescription="CT Head")
+    b = make_instance(patient_id="B2", patient_name="Smith^Anne", StudyDate="20240301",
+                      AccessionNumber="ACC2", StudyDescription="MR Knee")
     for ds in (a, b):
         _store(arch, ds)
 

@@ -15,17 +15,10 @@ import pytest
 
 from tests.support.dicom import make_instance, part10
 from tests.support.net import free_port, wait_for_port
-from tests.support.pacs import pydicom_test_files
+from tests.support.pacs import pacs_lite, pydicom_test_files
 from tests.support.processes import ManagedProcess
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def pacs_lite(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("PACS_LITE_")}
-    full_env.update(env or {})
-    return subprocess.run([sys.executable, "-m", "pacs_lite", *args], cwd=cwd, env=full_env, text=True,
-                          capture_output=True, timeout=timeout)
 
 
 def test_config_prints_effective_values_with_secrets_masked(tmp_path: Path) -> None:

@@ -7,14 +7,10 @@ worker killed at any step leaves every instance retrievable.
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
-import pydicom
 import pytest
 
 from pacs_lite import dicomfile
@@ -22,8 +18,8 @@ from pacs_lite.archive import Archive
 from pacs_lite.compression import run_one_job
 from pacs_lite.maintenance import verify
 from storage import codecs
-from tests.support.dicom import make_instance, part10
-from tests.support.pacs import corpus_files, make_config
+from tests.support.dicom import make_instance, part10, read_dataset
+from tests.support.pacs import corpus_files, make_config, pacs_lite
 
 EXPLICIT = "1.2.840.10008.1.2.1"
 TARGETS = {
@@ -128,7 +124,7 @@ def test_lossy_original_is_never_relabelled_lossless(tmp_path: Path) -> None:
         with pytest.raises(RetrievalError):
             archive.retrieval.deliver(inst, [TARGETS["jpeg-ls"]])
         native = archive.retrieval.deliver(inst, [EXPLICIT])
-        assert pydicom.dcmread(__import__("io").BytesIO(native.data)).LossyImageCompression == "01"
+        assert read_dataset(native.data).LossyImageCompression == "01"
     finally:
         archive.close()
 
@@ -136,16 +132,14 @@ def test_lossy_original_is_never_relabelled_lossless(tmp_path: Path) -> None:
 @pytest.mark.parametrize("point", ["compress.after_object_write", "compress.after_index_switch",
                                    "compress.before_original_delete"])
 def test_worker_killed_mid_job_loses_nothing(tmp_path: Path, point: str) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PACS_LITE_", "PACSLITE_"))}
-    env["PACS_LITE_COMPRESSION_TIMEOUT_SECONDS"] = "1"  # a dead worker's lease expires after 7 s
+    env = {"PACS_LITE_COMPRESSION_TIMEOUT_SECONDS": "1"}  # a dead worker's lease expires after 7 s
     archive = Archive(make_config(tmp_path, compression={"timeout_seconds": 1}))
     try:
         items = [make_instance(rows=64, columns=64, seed=i) for i in range(3)]
         sent = {ds.SOPInstanceUID: ds.pixel_array.copy() for ds in items}
         for ds in items:
             assert archive.ingest.ingest_part10(part10(ds)).status == "stored"
-        crashed = subprocess.run([sys.executable, "-m", "pacs_lite", "worker", "--once"], cwd=tmp_path,
-                                 env={**env, "PACSLITE_TEST_CRASH_AT": point}, timeout=120, capture_output=True)
+        crashed = pacs_lite("worker", "--once", cwd=tmp_path, env={**env, "PACSLITE_TEST_CRASH_AT": point})
         assert crashed.returncode == -signal.SIGKILL, crashed.stderr[-2000:]
 
         def all_retrievable() -> None:
@@ -158,8 +152,7 @@ def test_worker_killed_mid_job_loses_nothing(tmp_path: Path, point: str) -> None
         import time
 
         time.sleep(7.5)  # the crashed worker's lease runs out
-        again = subprocess.run([sys.executable, "-m", "pacs_lite", "worker", "--once"], cwd=tmp_path, env=env,
-                               timeout=120, capture_output=True)
+        again = pacs_lite("worker", "--once", cwd=tmp_path, env=env)
         assert again.returncode == 0, again.stderr[-2000:]
         all_retrievable()
         states = {archive.catalog.lookup_instance(uid).compression_state for uid in sent}

@@ -14,13 +14,13 @@ import pytest
 import requests
 from pydicom.uid import generate_uid
 
+from tests.support.dicom import make_instance, part10
 from tests.support.http import (
     LiveServer,
     assert_json_error,
     encode_multipart,
     get_json,
-    make_instance,
-    part10,
+    instance_count,
     serve_archive,
     stow,
     stow_content_type,
@@ -51,10 +51,6 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
         yield Servers(default, limited, image)
 
 
-def count(server: LiveServer) -> int:
-    return len(get_json(f"{server.base}/instances", params={"limit": "1000"}))
-
-
 def still_serving(server: LiveServer) -> None:
     assert requests.get(f"{server.url}/healthz", timeout=10).status_code == 200
     assert stow(server.base, [part10(make_instance())]).status_code == 200
@@ -70,14 +66,14 @@ def post(server: LiveServer, body: bytes, boundary: str = "b1", **headers: str) 
 
 def test_ten_thousand_tiny_parts(servers: Servers) -> None:
     server = servers.default
-    before = count(server)
+    before = instance_count(server)
     body = encode_multipart([({"Content-Type": "application/dicom"}, b"x" * 8)] * 10_000, "b1")
     started = time.monotonic()
     response = post(server, body)
     elapsed = time.monotonic() - started
     assert_json_error(response, (400, 413))
     assert elapsed < 20, f"took {elapsed:.1f} s"
-    assert count(server) == before
+    assert instance_count(server) == before
     still_serving(server)
 
 
@@ -154,11 +150,11 @@ def test_gzip_bomb_and_xml_are_refused(servers: Servers) -> None:
 
 def test_dicomdir_with_path_traversal_is_not_stored(servers: Servers) -> None:
     server = servers.default
-    before = count(server)
+    before = instance_count(server)
     dicomdir = Path(pydicom.data.get_testdata_file("DICOMDIR")).read_bytes()
     response = stow(server.base, [dicomdir])
     assert response.status_code in (400, 409)
-    assert count(server) == before
+    assert instance_count(server) == before
 
 
 def test_missing_uids_and_bad_uids(servers: Servers) -> None:

@@ -10,13 +10,12 @@ import pytest
 import requests
 from pydicom.uid import generate_uid
 
+from tests.support.dicom import make_instance, part10
 from tests.support.http import (
     DICOM_JSON,
     LiveServer,
     assert_json_error,
     get_json,
-    make_instance,
-    part10,
     serve_archive,
     stow,
     value,
@@ -25,6 +24,9 @@ from tests.support.http import (
 MAX_LIMIT = 25
 PAGING_STUDIES = 30
 XSS = "<script>alert(1)</script>"
+#: The patient and study attributes the tests match on: only those a study is given are set.
+UNSET = dict.fromkeys(["PatientBirthDate", "PatientSex", "StudyDate", "StudyTime", "AccessionNumber",
+                       "StudyDescription", "ReferringPhysicianName", "StudyID"])
 
 
 @dataclass
@@ -39,39 +41,39 @@ class Fixture:
 
 
 def _study(patient: dict, study_attrs: dict, series: list[tuple[str, str, int]]) -> list:
-    """Instances of one study: ``series`` is a list of (modality, description, number of instances)."""
+    """Instances (8x8) of one study: ``series`` is a list of (modality, description, number of instances)."""
     study = generate_uid()
     out = []
     for number, (modality, description, count) in enumerate(series, start=1):
         series_uid = generate_uid()
         for i in range(count):
-            out.append(make_instance(study=study, series=series_uid, Modality=modality, SeriesDescription=description,
-                                     SeriesNumber=number, InstanceNumber=i + 1, SeriesDate="20240105",
-                                     **patient, **study_attrs))
+            out.append(make_instance(study=study, series=series_uid, modality=modality, instance_number=i + 1,
+                                     rows=8, columns=8, SeriesDescription=description, SeriesNumber=number,
+                                     SeriesDate="20240105", **{**UNSET, **patient, **study_attrs}))
     return out
 
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fixture]:
     with serve_archive(tmp_path_factory.mktemp("qido"), http={"qido_max_limit": MAX_LIMIT}) as (server, _a, _c):
-        nguyen = _study({"PatientName": "Nguyễn^Văn^An", "PatientID": "VN001", "PatientBirthDate": "19800102",
+        nguyen = _study({"patient_name": "Nguyễn^Văn^An", "patient_id": "VN001", "PatientBirthDate": "19800102",
                          "PatientSex": "M", "SpecificCharacterSet": "ISO_IR 192"},
                         {"StudyDate": "20240105", "StudyTime": "101500", "AccessionNumber": "ACC-1",
                          "StudyDescription": "CT Chest", "ReferringPhysicianName": "House^Gregory", "StudyID": "S1"},
                         [("CT", "Axial", 3), ("SR", "Report", 1)])
-        smith = _study({"PatientName": "Smith^John", "PatientID": "P002", "PatientBirthDate": "19700101",
+        smith = _study({"patient_name": "Smith^John", "patient_id": "P002", "PatientBirthDate": "19700101",
                         "PatientSex": "M"},
                        {"StudyDate": "20231201", "StudyTime": "090000", "AccessionNumber": "ACC-2",
                         "StudyDescription": "MR Brain"},
                        [("MR", "T1", 2)])
-        obrien = _study({"PatientName": "O'Brien^Mary", "PatientID": "P003", "PatientSex": "F"},
+        obrien = _study({"patient_name": "O'Brien^Mary", "patient_id": "P003", "PatientSex": "F"},
                         {"StudyDate": "20220615", "AccessionNumber": "ACC-3", "StudyDescription": "Follow-up"},
                         [("CT", "Low dose", 1), ("PR", "", 1)])
-        xss = _study({"PatientName": "<img src=x onerror=alert(1)>", "PatientID": XSS},
+        xss = _study({"patient_name": "<img src=x onerror=alert(1)>", "patient_id": XSS},
                      {"StudyDate": "20210101", "StudyDescription": XSS}, [("OT", XSS, 1)])
         paging = []
         for i in range(PAGING_STUDIES):
-            paging += _study({"PatientName": "Paging^Test", "PatientID": "PAGE"},
+            paging += _study({"patient_name": "Paging^Test", "patient_id": "PAGE"},
                              {"StudyDate": f"2019{1 + i // 28:02d}{1 + i % 28:02d}"}, [("US", "", 1)])
         everything = nguyen + smith + obrien + xss + paging
         response = stow(server.base, [part10(ds) for ds in everything])
@@ -317,8 +319,8 @@ def test_qido_with_dicomweb_client(env: Fixture) -> None:
 
 
 def test_person_name_groups(env: Fixture) -> None:
-    ds = make_instance(PatientName="Yamada^Tarou=山田^太郎=やまだ^たろう", PatientID="JP001",
-                       SpecificCharacterSet="ISO_IR 192")
+    ds = make_instance(patient_name="Yamada^Tarou=山田^太郎=やまだ^たろう", patient_id="JP001",
+                       SpecificCharacterSet="ISO_IR 192", **UNSET)
     assert stow(env.server.base, [part10(ds)]).status_code == 200
     (found,) = studies(env, PatientID="JP001")
     assert found["00100010"]["Value"] == [{"Alphabetic": "Yamada^Tarou", "Ideographic": "山田^太郎",

@@ -13,14 +13,14 @@ from pydicom.uid import generate_uid
 
 from pacs_lite import dicomfile
 from pacs_lite.ingest import IngestRejected, check_uid
+from tests.support.dicom import make_instance, part10
 from tests.support.http import (
     DICOM_JSON,
     LiveServer,
     assert_json_error,
     encode_multipart,
     get_json,
-    make_instance,
-    part10,
+    instance_count,
     serve_archive,
     split_multipart,
     stow,
@@ -52,10 +52,6 @@ def expected_sop_uid(data: bytes) -> str | None:
 
 def sequence(doc: dict, tag: str) -> list[dict]:
     return doc.get(tag, {}).get("Value", [])
-
-
-def instance_count(server: LiveServer, **filters: str) -> int:
-    return len(get_json(f"{server.base}/instances", params={"limit": "1000", **filters}))
 
 
 def test_stow_corpus_raw_multipart(server: LiveServer) -> None:

@@ -18,19 +18,17 @@ import requests
 from PIL import Image
 from pydicom.dataset import Dataset
 from pydicom.encaps import encapsulate
-from pydicom.uid import JPEGLSLossless, generate_uid
+from pydicom.uid import EncapsulatedPDFStorage, JPEGLSLossless, generate_uid
 
 from pacs_lite import dicomfile
 from pacs_lite.archive import Archive
 from pacs_lite.catalog import CatalogUnavailable
 from storage import StoreUnavailable, codecs
+from tests.support.dicom import make_instance, part10, read_dataset
 from tests.support.http import (
     LiveServer,
     assert_json_error,
     get_json,
-    make_instance,
-    part10,
-    read_dataset,
     serve_archive,
     split_multipart,
     stow,
@@ -80,7 +78,7 @@ class Env:
 
 
 def _pdf_instance() -> Dataset:
-    ds = make_instance(pixels=False, sop_class="1.2.840.10008.5.1.4.1.1.104.1", Modality="DOC")
+    ds = make_instance(pixels=False, sop_class=EncapsulatedPDFStorage, modality="DOC")
     ds.MIMETypeOfEncapsulatedDocument = "application/pdf"
     ds.EncapsulatedDocument = b"%PDF-1.4\n% test document\n%%EOF\n"
     return ds
@@ -104,7 +102,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
         originals = {k: pydicom.dcmread(io.BytesIO(b)) for k, b in blobs.items()}
         study = generate_uid()
         series = [generate_uid() for _ in range(3)]
-        synthetic = [make_instance(study=study, series=se, SeriesNumber=i + 1, InstanceNumber=j + 1)
+        synthetic = [make_instance(study=study, series=se, instance_number=j + 1, SeriesNumber=i + 1)
                      for i, se in enumerate(series) for j in range(2)]
         pdf, icon = _pdf_instance(), _icon_instance()
         response = stow(server.base, list(blobs.values()) + [part10(ds) for ds in synthetic + [pdf, icon]])
@@ -234,7 +232,7 @@ def test_metadata_cache_and_version(env: Env) -> None:
     assert get_json(url) == first
     assert cache.hits == hits + 1
     etag = requests.get(url, timeout=30).headers["ETag"]
-    added = make_instance(study=env.study, series=env.series[0], InstanceNumber=3)
+    added = make_instance(study=env.study, series=env.series[0], instance_number=3)
     assert stow(env.server.base, [part10(added)]).status_code == 200
     changed = requests.get(url, headers={"If-None-Match": etag}, timeout=30)
     assert changed.status_code == 200 and changed.headers["ETag"] != etag

@@ -23,7 +23,8 @@ from pynetdicom.sop_class import StorageCommitmentPushModel, StorageCommitmentPu
 from pynetdicom.transport import ThreadedAssociationServer
 
 from pacs_lite.archive import Archive
-from tests.support.dimse import SCP_AET, make_instance, running_scp
+from tests.support.dicom import make_instance, part10
+from tests.support.dimse import SCP_AET, running_scp
 from tests.support.net import free_port
 
 CALLER = "COMMITSCU"
@@ -97,7 +98,8 @@ def store_instances(archive: Archive, count: int) -> list[str]:
     study, series = generate_uid(), generate_uid()
     uids = []
     for n in range(1, count + 1):
-        result = archive.ingest.ingest_part10(make_instance(study_uid=study, series_uid=series, number=n))
+        ds = make_instance(study=study, series=series, sop_class=SC_STORAGE, instance_number=n)
+        result = archive.ingest.ingest_part10(part10(ds))
         assert result.ok
         uids.append(result.sop_instance_uid)
     return uids

@@ -11,7 +11,7 @@ from pathlib import Path
 import pydicom
 import pytest
 from pydicom.dataset import Dataset
-from pydicom.uid import generate_uid
+from pydicom.uid import SecondaryCaptureImageStorage, generate_uid
 from pynetdicom import AE
 from pynetdicom.sop_class import (
     PatientRootQueryRetrieveInformationModelFind,
@@ -21,9 +21,9 @@ from pynetdicom.sop_class import (
 from dicom_scp import DicomServer
 from pacs_lite.archive import Archive
 from tests.support import dcmtk
-from tests.support.dimse import SCP_AET, make_instance, running_scp
+from tests.support.dicom import make_instance, part10
+from tests.support.dimse import SCP_AET, running_scp
 
-SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
 VIETNAMESE = "Nguyễn^Văn^An"
 CANCEL_SERIES_SIZE = 50
 
@@ -71,13 +71,19 @@ def study_instance(
 ) -> bytes:
     name, birth, sex = PATIENTS[patient_id]
     _, date, time, accession, description, _ = STUDIES[study_key]
-    return make_instance(
-        study_uid=study_uid,
-        series_uid=series_uid,
-        number=number,
+    ds = make_instance(
+        study=study_uid,
+        series=series_uid,
+        sop_class=SecondaryCaptureImageStorage,
+        instance_number=number,
         patient_id=patient_id,
         patient_name=name,
         modality=modality,
+        rows=2,
+        columns=2,
+        bits=8,
+        ImageType=["ORIGINAL", "PRIMARY"],
+        AcquisitionNumber=100 + number,
         PatientBirthDate=birth,
         PatientSex=sex,
         StudyDate=date,
@@ -88,6 +94,7 @@ def study_instance(
         SeriesNumber=series_number,
         SeriesDescription=f"{modality} series {series_number}",
     )
+    return part10(ds)
 
 
 @pytest.fixture(scope="module")

@@ -23,14 +23,12 @@ from pynetdicom import AE, _config
 from pynetdicom.association import Association
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.dsutils import encode
-from pynetdicom.pdu import A_ASSOCIATE_RQ
-from pynetdicom.pdu_primitives import A_ASSOCIATE, ImplementationClassUIDNotification, MaximumLengthNotification
-from pynetdicom.presentation import build_context
 
 from dicom_scp import DicomServer
 from pacs_lite.archive import Archive
 from tests.support import dcmtk
-from tests.support.dimse import SCP_AET, pdu_header, raw_connection, rss_bytes, running_scp
+from tests.support.dimse import SCP_AET, associate_rq, pdu_header, raw_connection, running_scp
+from tests.support.processes import rss_bytes
 
 CT_SMALL = get_testdata_file("CT_small.dcm")
 CT_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
@@ -112,24 +110,6 @@ def send_raw_c_store(
     if rsp.ErrorComment:
         status.ErrorComment = rsp.ErrorComment
     return status
-
-
-def associate_rq(calling: str = "RAW", called: str = SCP_AET) -> bytes:
-    """The bytes of a minimal A-ASSOCIATE-RQ proposing Verification."""
-    prim = A_ASSOCIATE()
-    prim.application_context_name = "1.2.840.10008.3.1.1.1"
-    prim.calling_ae_title, prim.called_ae_title = calling, called
-    max_length = MaximumLengthNotification()
-    max_length.maximum_length_received = 16384
-    impl = ImplementationClassUIDNotification()
-    impl.implementation_class_uid = "1.2.826.0.1.3680043.10.1447.99"
-    prim.user_information = [max_length, impl]
-    cx = build_context("1.2.840.10008.1.1")
-    cx.context_id = 1
-    prim.presentation_context_definition_list = [cx]
-    pdu = A_ASSOCIATE_RQ()
-    pdu.from_primitive(prim)
-    return pdu.encode()
 
 
 # -- UIDs and datasets --------------------------------------------------------------------------

@@ -17,7 +17,8 @@ from pydicom.data import get_testdata_file
 from dicom_scp import DicomServer
 from pacs_lite.archive import Archive
 from tests.support import dcmtk
-from tests.support.dimse import SCP_AET, pixel_difference, read, running_scp
+from tests.support.dicom import read_dataset
+from tests.support.dimse import SCP_AET, pixel_difference, running_scp
 from tests.support.orthanc import Orthanc
 
 FILES = {
@@ -47,7 +48,7 @@ class Pair:
         uid = self.sop_of(name)
         data = self.orthanc.instance_file(uid)
         assert data is not None, f"{name} did not arrive in Orthanc"
-        assert pixel_difference(read(FILES[name]), read(data)) is None
+        assert pixel_difference(read_dataset(FILES[name]), read_dataset(data)) is None
 
     def forget_in_orthanc(self) -> None:
         for study in self.orthanc.rest("/studies"):
@@ -131,6 +132,6 @@ def test_orthanc_stores_to_us(pair: Pair, name: str) -> None:
     pair.orthanc.rest("/modalities/pacslite/store", "POST", json_body={"Resources": [orthanc_id], "Synchronous": True})
     inst = pair.archive.catalog.lookup_instance(pair.sop_of(name))
     assert inst is not None
-    stored = read(pair.archive.retrieval.read(inst))
-    assert pixel_difference(read(data), stored) is None
+    stored = read_dataset(pair.archive.retrieval.read(inst))
+    assert pixel_difference(read_dataset(data), stored) is None
     pair.orthanc.rest(f"/instances/{orthanc_id}", "DELETE")

@@ -26,15 +26,12 @@ from pynetdicom import AE
 from pynetdicom.dimse_messages import C_ECHO_RQ, C_STORE_RQ
 from pynetdicom.dimse_primitives import C_ECHO, C_STORE
 from pynetdicom.dsutils import decode, encode
-from pynetdicom.pdu import A_ASSOCIATE_RQ
-from pynetdicom.pdu_primitives import A_ASSOCIATE, ImplementationClassUIDNotification, MaximumLengthNotification
-from pynetdicom.presentation import build_context
 from pynetdicom.sop_class import CTImageStorage, StudyRootQueryRetrieveInformationModelFind, Verification
 
 from dicom_scp import DicomServer
 from pacs_lite.archive import Archive
 from tests.support import dcmtk
-from tests.support.dimse import SCP_AET, running_scp
+from tests.support.dimse import SCP_AET, associate_rq, pdu_header, running_scp
 
 CT_SMALL = get_testdata_file("CT_small.dcm")
 EXPLICIT_LE = "1.2.840.10008.1.2.1"
@@ -57,25 +54,6 @@ def scp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scp]:
 
 
 # -- building PDUs with pynetdicom's encoder ------------------------------------------------------
-
-
-def associate_rq(max_pdu: int = 16384) -> bytes:
-    prim = A_ASSOCIATE()
-    prim.application_context_name = "1.2.840.10008.3.1.1.1"
-    prim.calling_ae_title, prim.called_ae_title = "RAWSCU", SCP_AET
-    max_length = MaximumLengthNotification()
-    max_length.maximum_length_received = max_pdu
-    impl = ImplementationClassUIDNotification()
-    impl.implementation_class_uid = "1.2.826.0.1.3680043.10.1447.98"
-    prim.user_information = [max_length, impl]
-    store = build_context(CTImageStorage, [EXPLICIT_LE])
-    store.context_id = STORE_CX
-    echo = build_context(Verification)
-    echo.context_id = ECHO_CX
-    prim.presentation_context_definition_list = [store, echo]
-    pdu = A_ASSOCIATE_RQ()
-    pdu.from_primitive(prim)
-    return pdu.encode()
 
 
 def ct_instance() -> tuple[str, bytes]:
@@ -117,11 +95,11 @@ def _pdvs(p_datas: Iterator[object]) -> list[bytes]:
 
 def p_data(*items: bytes) -> bytes:
     body = b"".join(items)
-    return struct.pack(">BBL", 0x04, 0, len(body)) + body
+    return pdu_header(0x04, len(body)) + body
 
 
-RELEASE_RQ = struct.pack(">BBL", 0x05, 0, 4) + b"\0\0\0\0"
-ABORT = struct.pack(">BBLBBBB", 0x07, 0, 4, 0, 0, 0, 0)
+RELEASE_RQ = pdu_header(0x05, 4) + b"\0\0\0\0"
+ABORT = pdu_header(0x07, 4) + b"\0\0\0\0"
 
 
 class RawPeer:
@@ -129,7 +107,8 @@ class RawPeer:
 
     def __init__(self, port: int, max_pdu: int = 16384) -> None:
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
-        self.sock.sendall(associate_rq(max_pdu))
+        self.sock.sendall(associate_rq([(STORE_CX, CTImageStorage, [EXPLICIT_LE]), (ECHO_CX, Verification, [])],
+                                       calling="RAWSCU", max_pdu=max_pdu))
         pdu_type, body = self.read_pdu()
         assert pdu_type == 0x02, f"association not accepted (PDU type 0x{pdu_type:02X})"
         self.pdu_lengths: list[int] = []
@@ -304,3 +283,30 @@ def test_stores_mixed_with_echo_and_find_on_one_association(scp: Scp) -> None:
     finally:
         assoc.release()
     assert scp.stored(str(ds.SOPInstanceUID))
+
+
+def test_flood_of_empty_fragments_is_cut_off(tmp_path: Path) -> None:
+    """Empty data set fragments add no bytes but do count: past the message limit, an A-ABORT."""
+    with running_scp(tmp_path, ingest={"max_object_bytes": 4096}) as (server, archive):
+        sop, dataset = ct_instance()
+        command = store_pdvs(1, sop, dataset)[0]
+        empty = struct.pack(">LBB", 2, STORE_CX, 0x00)  # a data set fragment of no bytes, not the last
+        peer = RawPeer(server.port)
+        peer.sock.sendall(p_data(command))
+        answer = None
+        try:
+            for _ in range(400):  # 400 PDUs of 16 KiB: far past 4 KiB + the 1 MiB allowance
+                peer.sock.sendall(p_data(*[empty] * 2700))
+        except OSError:
+            pass  # the server closed the connection while we were still sending
+        try:
+            answer, _ = peer.read_pdu()
+        except TimeoutError:
+            answer = -1  # the server is still reading: the flood was not cut off
+        except (OSError, ConnectionError):
+            answer = None  # reset after the A-ABORT
+        peer.sock.close()
+        assert answer in (0x07, None)
+        assert archive.catalog.lookup_instance(sop) is None
+        outcomes, proc = dcmtk.storescu(server.port, [CT_SMALL], aec=SCP_AET)
+        assert outcomes[CT_SMALL].outcome == "failed"  # too large for this archive, but answered

@@ -15,14 +15,15 @@ from pathlib import Path
 import pydicom
 import pytest
 from pydicom.dataset import Dataset
-from pydicom.uid import generate_uid
+from pydicom.uid import SecondaryCaptureImageStorage, generate_uid
 from pynetdicom import AE, build_role
 from pynetdicom.sop_class import _STORAGE_CLASSES, StudyRootQueryRetrieveInformationModelGet
 
 from dicom_scp import DicomServer
 from pacs_lite.archive import Archive
 from tests.support import dcmtk
-from tests.support.dimse import SCP_AET, make_instance, pixel_difference, running_scp
+from tests.support.dicom import make_instance, part10
+from tests.support.dimse import SCP_AET, pixel_difference, running_scp
 from tests.support.net import free_port
 from tests.support.pacs import corpus_files
 
@@ -333,7 +334,7 @@ def test_long_cmove_is_not_aborted_by_the_idle_timer(tmp_path: Path) -> None:
         return 0x0000
 
     dest = AE("SLOWDEST")
-    dest.add_supported_context("1.2.840.10008.5.1.4.1.1.7", ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2"])
+    dest.add_supported_context(SecondaryCaptureImageStorage, ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2"])
     port = free_port()
     dest_server = dest.start_server(("127.0.0.1", port), block=False, evt_handlers=[(evt.EVT_C_STORE, slow_store)])
     try:
@@ -341,7 +342,9 @@ def test_long_cmove_is_not_aborted_by_the_idle_timer(tmp_path: Path) -> None:
         with running_scp(tmp_path, peers=peers, dicom={"network_timeout": 1}) as (server, archive):
             study, series = generate_uid(), generate_uid()
             for n in range(1, 13):  # 12 x 0.15 s: about twice the network timeout
-                assert archive.ingest.ingest_part10(make_instance(study_uid=study, series_uid=series, number=n)).ok
+                ds = make_instance(study=study, series=series, sop_class=SecondaryCaptureImageStorage,
+                                   instance_number=n)
+                assert archive.ingest.ingest_part10(part10(ds)).ok
             proc = dcmtk.movescu(server.port, "STUDY", {"StudyInstanceUID": study}, destination="SLOWDEST", aec=SCP_AET)
         output = proc.stdout + proc.stderr
         assert proc.returncode == 0 and "Peer aborted" not in output, output[-1500:]

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -17,16 +16,33 @@ from pathlib import Path
 import pytest
 import requests
 
+from tests.support import dcmtk
 from tests.support.dicom import make_instance, part10
-from tests.support.ledger import Ledger, storescu, write_series
+from tests.support.http import stow
+from tests.support.ledger import Ledger, write_series
+from tests.support.pacs import pacs_lite
 from tests.support.postgres import PostgresServer
 from tests.support.seaweedfs import SeaweedFS
 from tests.support.server import PacsServer
 
+#: storescu gives up on a silent peer after a minute, whatever the step.
+STORESCU_TIMEOUTS = ["-to", "60", "-ta", "60", "-td", "60"]
 
-def pacs_lite(server: PacsServer, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "pacs_lite", *args], cwd=server.workdir,
-                          env=server.environment(), capture_output=True, text=True, timeout=300)
+
+def send(server: PacsServer, files: list[Path], timeout: float = 600) -> dict[str, dcmtk.StoreOutcome]:
+    """storescu ``files`` to ``server`` in one association, stopping at the first failure as a modality does."""
+    acks, _ = dcmtk.storescu(server.dicom_port, files, aec=server.ae_title, extra=STORESCU_TIMEOUTS,
+                             env={"TCP_NODELAY": "1"}, timeout=timeout, halt=True)
+    return acks
+
+
+def outcomes(acks: dict[str, dcmtk.StoreOutcome]) -> list[str]:
+    """The outcome of every file, in the order they were given."""
+    return [o.outcome for o in acks.values()]
+
+
+def cli(server: PacsServer, *args: str) -> subprocess.CompletedProcess[str]:
+    return pacs_lite(*args, cwd=server.workdir, env=server.environment(), timeout=300)
 
 
 def wait_compressed(server: PacsServer, timeout: float = 120) -> None:
@@ -41,9 +57,9 @@ def wait_compressed(server: PacsServer, timeout: float = 120) -> None:
 
 
 def verify_clean_after_repair(server: PacsServer) -> None:
-    repaired = pacs_lite(server, "verify", "--repair", "--grace", "0")
+    repaired = cli(server, "verify", "--repair", "--grace", "0")
     assert "0 missing, 0 corrupt" in repaired.stdout, repaired.stdout + repaired.stderr
-    clean = pacs_lite(server, "verify", "--grace", "0")
+    clean = cli(server, "verify", "--grace", "0")
     assert clean.returncode == 0, clean.stdout + clean.stderr
 
 
@@ -54,15 +70,15 @@ def test_sigkill_during_ingest_loses_no_acknowledged_instance(tmp_path: Path, po
     ledger = Ledger()
     try:
         server.start(env={"PACSLITE_TEST_CRASH_AT": point, "PACSLITE_TEST_CRASH_AFTER": "5"})
-        acks = storescu("127.0.0.1", server.dicom_port, server.ae_title, files)
+        acks = send(server, files)
         assert 3 <= ledger.record_acks(acks) <= 5, acks  # the fifth may have been acknowledged first
-        assert not all(acks.get(f, False) for f in files), "the crash point was not reached"
+        assert set(outcomes(acks)) != {"stored"}, "the crash point was not reached"
         assert server.wait_exit(60) is not None, "the server must stop when its SCP dies"
         server.kill()
         server.start()
         assert ledger.missing(server.dicomweb) == []
-        again = storescu("127.0.0.1", server.dicom_port, server.ae_title, files)  # the modality retries
-        assert all(again.values()) and len(again) == len(files)
+        again = send(server, files)  # the modality retries
+        assert outcomes(again) == ["stored"] * len(files), again
         ledger.record_acks(again)
         wait_compressed(server)
         assert ledger.missing(server.dicomweb) == []
@@ -79,7 +95,7 @@ def test_sigkill_during_compression_loses_nothing(tmp_path: Path, point: str) ->
     ledger = Ledger()
     try:
         server.start(env={"PACSLITE_TEST_CRASH_AT": point})
-        ledger.record_acks(storescu("127.0.0.1", server.dicom_port, server.ae_title, files))
+        ledger.record_acks(send(server, files))
         assert len(ledger.entries) == len(files)
         deadline = time.monotonic() + 60
         while "compression worker exited" not in server.log_tail(200):
@@ -106,23 +122,22 @@ def test_s3_outage_fails_clearly_and_recovers_without_restart(tmp_path: Path, po
     try:
         server.start()
         before = write_series(tmp_path / "a", 5, seed=1)
-        ledger.record_acks(storescu("127.0.0.1", server.dicom_port, server.ae_title, before))
+        ledger.record_acks(send(server, before))
         assert len(ledger.entries) == 5
         weed.stop()
         during = write_series(tmp_path / "b", 3, seed=2)
         started = time.monotonic()
-        acks = storescu("127.0.0.1", server.dicom_port, server.ae_title, during)
-        assert acks and not any(acks.values()), "nothing can be acknowledged while the store is down"
+        acks = send(server, during)
+        assert "failed" in outcomes(acks) and "stored" not in outcomes(acks), \
+            f"nothing can be acknowledged while the store is down: {acks}"
         assert time.monotonic() - started < 3 * 60, "failures come back within the DIMSE timeout, no hang"
-        stow = requests.post(f"{server.dicomweb}/studies", data=_multipart([part10(make_instance())]),
-                             headers={"Content-Type": 'multipart/related; type="application/dicom"; boundary=XyZ'},
-                             timeout=120)
-        assert stow.status_code in (503, 409, 202), stow.text
+        stowed = stow(server.dicomweb, [part10(make_instance())])
+        assert stowed.status_code in (503, 409, 202), stowed.text
         qido = requests.get(f"{server.dicomweb}/studies", timeout=30)
         assert qido.status_code == 200 and len(qido.json()) >= 1, "queries keep working without the store"
         weed.start()
-        acks = storescu("127.0.0.1", server.dicom_port, server.ae_title, during)
-        assert all(acks.values()) and len(acks) == 3, "service resumes by itself once the store is back"
+        acks = send(server, during)
+        assert outcomes(acks) == ["stored"] * 3, f"service resumes by itself once the store is back: {acks}"
         ledger.record_acks(acks)
         wait_compressed(server)
         assert ledger.missing(server.dicomweb) == []
@@ -138,14 +153,13 @@ def test_postgres_outage_fails_clearly_and_recovers_without_restart(tmp_path: Pa
     ledger = Ledger()
     try:
         server.start()
-        ledger.record_acks(storescu("127.0.0.1", server.dicom_port, server.ae_title,
-                                    write_series(tmp_path / "a", 5, seed=3)))
+        ledger.record_acks(send(server, write_series(tmp_path / "a", 5, seed=3)))
         assert len(ledger.entries) == 5
         pg.pause()
         during = write_series(tmp_path / "b", 3, seed=4)
         started = time.monotonic()
-        acks = storescu("127.0.0.1", server.dicom_port, server.ae_title, during)
-        assert acks and not any(acks.values())
+        acks = send(server, during)
+        assert "failed" in outcomes(acks) and "stored" not in outcomes(acks), acks
         assert time.monotonic() - started < 3 * 60
         ready = requests.get(f"{server.base_url}/readyz", timeout=30)
         assert ready.status_code == 503
@@ -154,8 +168,8 @@ def test_postgres_outage_fails_clearly_and_recovers_without_restart(tmp_path: Pa
         while requests.get(f"{server.base_url}/readyz", timeout=30).status_code != 200:
             assert time.monotonic() < deadline
             time.sleep(0.5)
-        acks = storescu("127.0.0.1", server.dicom_port, server.ae_title, during)
-        assert all(acks.values()) and len(acks) == 3
+        acks = send(server, during)
+        assert outcomes(acks) == ["stored"] * 3, acks
         ledger.record_acks(acks)
         wait_compressed(server)
         assert ledger.missing(server.dicomweb) == []
@@ -163,13 +177,6 @@ def test_postgres_outage_fails_clearly_and_recovers_without_restart(tmp_path: Pa
     finally:
         server.kill()
         pg.stop()
-
-
-def _multipart(parts: list[bytes], boundary: str = "XyZ") -> bytes:
-    body = b""
-    for p in parts:
-        body += f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode() + p + b"\r\n"
-    return body + f"--{boundary}--\r\n".encode()
 
 
 def test_disk_full_answers_out_of_resources_and_writes_nothing_partial(tmp_path: Path) -> None:
@@ -184,18 +191,16 @@ def test_disk_full_answers_out_of_resources_and_writes_nothing_partial(tmp_path:
     try:
         server.start()
         files = write_series(tmp_path / "in", 40, size=256)  # 40 x 128 KiB > 2 MiB
-        acks = storescu("127.0.0.1", server.dicom_port, server.ae_title, files)
+        acks = send(server, files)
         stored = ledger.record_acks(acks)
         assert 0 < stored < len(files), "the disk fills part-way"
         objects = [p for p in (mount / "objects").rglob("*.dcm") if ".tmp" not in p.parts]
         assert len(objects) == stored, "exactly the acknowledged objects are on disk"
         assert not list((mount / "objects").rglob(".tmp/*")), "no temporary file is left behind"
-        stow = requests.post(f"{server.dicomweb}/studies", data=_multipart([part10(make_instance(rows=512, columns=512))]),
-                             headers={"Content-Type": 'multipart/related; type="application/dicom"; boundary=XyZ'},
-                             timeout=60)
-        assert stow.status_code in (507, 503, 409, 202), stow.text
+        stowed = stow(server.dicomweb, [part10(make_instance(rows=512, columns=512))])
+        assert stowed.status_code in (507, 503, 409, 202), stowed.text
         assert ledger.missing(server.dicomweb) == []
-        assert pacs_lite(server, "verify", "--grace", "0").returncode == 0
+        assert cli(server, "verify", "--grace", "0").returncode == 0
     finally:
         server.kill()
         subprocess.run(["umount", "-l", str(mount)], capture_output=True)
@@ -206,15 +211,14 @@ def test_flipped_byte_is_detected_by_wado_and_verify(tmp_path: Path) -> None:
     ledger = Ledger()
     try:
         server.start()
-        ledger.record_acks(storescu("127.0.0.1", server.dicom_port, server.ae_title,
-                                    write_series(tmp_path / "in", 2)))
+        ledger.record_acks(send(server, write_series(tmp_path / "in", 2)))
         [victim] = sorted((server.workdir / "pacs-data" / "objects" / "instances").rglob("*.dcm"))[:1]
         data = bytearray(victim.read_bytes())
         data[len(data) // 2] ^= 0x01
         victim.write_bytes(bytes(data))
         problems = ledger.missing(server.dicomweb)
         assert len(problems) == 1 and "HTTP 5" in problems[0], problems
-        out = pacs_lite(server, "verify", "--grace", "0")
+        out = cli(server, "verify", "--grace", "0")
         assert out.returncode == 1 and "1 corrupt" in out.stdout
     finally:
         server.kill()
@@ -239,9 +243,10 @@ def test_soak_four_senders_and_readers(tmp_path: Path) -> None:
             batch = 0
             while not stop.is_set():
                 files = write_series(tmp_path / f"s{n}" / f"{batch}", 20, seed=n * 1000 + batch)
-                acks = storescu("127.0.0.1", server.dicom_port, server.ae_title, files, timeout=300)
-                if len(acks) != len(files) or not all(acks.values()):
-                    failures.append(f"sender {n} batch {batch}: {sum(acks.values())}/{len(files)} acknowledged")
+                acks = send(server, files, timeout=300)
+                stored = outcomes(acks).count("stored")
+                if stored != len(files):
+                    failures.append(f"sender {n} batch {batch}: {stored}/{len(files)} acknowledged")
                 ledger.record_acks(acks)
                 for f in files:
                     f.unlink()

@@ -250,15 +250,6 @@ class Catalog:
             ).first()
             return _instance_view(*row) if row else None
 
-    def received_digest(self, sop_instance_uid: str) -> tuple[str, str] | None:
-        """(received SHA-256, current object key) of an indexed instance, or ``None``."""
-        try:
-            with self.engine.connect() as conn:
-                row = conn.execute(_EXISTING_INSTANCE, {"sop": sop_instance_uid}).first()
-        except OperationalError as exc:
-            raise CatalogUnavailable(f"index database error: {type(exc.orig).__name__}") from None
-        return (row[0], row[1]) if row else None
-
     def record_instance(self, rec: InstanceRecord, *, enqueue: Sequence[tuple[str, dict[str, Any]]] = (),
                         keep_revisions: bool = True) -> RecordOutcome:
         """Index a stored object in one transaction (patient, study, series, instance, counts, jobs).
@@ -743,10 +734,13 @@ class Catalog:
             return job.id, job.kind, json.loads(job.payload), job.attempts
 
     def finish_job(self, job_id: int, *, error: str | None = None, retry_in: float | None = None) -> None:
-        """Mark a job done, failed, or queued again after ``retry_in`` seconds."""
+        """Mark a running job done, failed, or queued again after ``retry_in`` seconds.
+
+        A job no longer running (already marked done with the work it did) is left as it is.
+        """
         with self.writer() as s:
             job = s.get(Job, job_id)
-            if job is None:
+            if job is None or job.state != "running":
                 return
             job.updated_at = utcnow()
             job.lease_until = None

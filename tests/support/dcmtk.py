@@ -171,16 +171,20 @@ def storescu(
     extra: Sequence[str] = (),
     env: Mapping[str, str] | None = None,
     timeout: float = 300,
+    halt: bool = False,
 ) -> tuple[dict[str, StoreOutcome], subprocess.CompletedProcess[str]]:
-    """Send ``files`` in one association (``-nh``: do not halt on a failure); parse the outcomes.
+    """Send ``files`` in one association; parse the outcomes (one per file, keyed by its path).
 
+    By default storescu goes on after a failed store (``-nh``); with ``halt`` it stops at
+    the first one, as a modality would, and the files after it stay ``"unknown"``.
     storescu's own logger runs at debug level (the DIMSE status and ErrorComment of every
     response), the network layers at info level (no PDU hex dumps).
     """
     with tempfile.TemporaryDirectory(prefix="storescu-") as tmp:
         log_config = Path(tmp) / "logger.cfg"
         log_config.write_text(APP_LOG_CONFIG.format(app="storescu"))
-        args = ["storescu", "-lc", str(log_config), "-nh", "-aet", aet, "-aec", aec, *extra, host, str(port), *files]
+        no_halt = [] if halt else ["-nh"]
+        args = ["storescu", "-lc", str(log_config), *no_halt, "-aet", aet, "-aec", aec, *extra, host, str(port), *files]
         proc = run(args, timeout=timeout, env=env)
     return parse_storescu_log(proc.stdout + "\n" + proc.stderr, files), proc
 

@@ -1,22 +1,22 @@
 """Helpers for the DIMSE tests: an in-process :class:`dicom_scp.DicomServer`, pixel comparison,
-raw PDUs, process memory.
+raw PDUs.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import io
 import socket
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pydicom
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.dataset import Dataset
+from pynetdicom.pdu import A_ASSOCIATE_RQ
+from pynetdicom.pdu_primitives import A_ASSOCIATE, ImplementationClassUIDNotification, MaximumLengthNotification
+from pynetdicom.presentation import build_context
 
 from dicom_scp import DicomServer
 from pacs_lite.archive import Archive
@@ -24,9 +24,9 @@ from pacs_lite.config import Peer
 from tests.support.net import LOOPBACK
 from tests.support.pacs import make_config
 
+VERIFICATION = "1.2.840.10008.1.1"
 #: Our AE title in the tests.
 SCP_AET = "PACSLITE"
-SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
 PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 LITTLE_ENDIAN_NATIVE = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.1.99"}
 
@@ -58,42 +58,6 @@ def running_scp(
     finally:
         server.shutdown(timeout=10)
         archive.close()
-
-
-def make_instance(
-    *,
-    study_uid: str,
-    series_uid: str,
-    number: int = 1,
-    sop_uid: str | None = None,
-    patient_id: str = "PID-TEST",
-    patient_name: str = "TEST^PATIENT",
-    modality: str = "OT",
-    **attributes: Any,
-) -> bytes:
-    """A small Secondary Capture instance (2x2 pixels) as Part-10 bytes, in UTF-8."""
-    ds = Dataset()
-    ds.SpecificCharacterSet = "ISO_IR 192"
-    ds.SOPClassUID = SECONDARY_CAPTURE
-    ds.SOPInstanceUID = sop_uid or generate_uid()
-    ds.PatientName, ds.PatientID = patient_name, patient_id
-    ds.StudyInstanceUID, ds.SeriesInstanceUID = study_uid, series_uid
-    ds.Modality, ds.SeriesNumber, ds.InstanceNumber = modality, 1, number
-    ds.ImageType = ["ORIGINAL", "PRIMARY"]
-    ds.AcquisitionNumber = 100 + number
-    ds.Rows = ds.Columns = 2
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
-    ds.PixelData = bytes([number % 256] * 4)
-    for keyword, value in attributes.items():
-        setattr(ds, keyword, value)
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
-    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    buf = io.BytesIO()
-    ds.save_as(buf, enforce_file_format=True)
-    return buf.getvalue()
 
 
 def pixel_difference(sent: Dataset, got: Dataset) -> str | None:
@@ -131,18 +95,26 @@ def transfer_syntax(ds: Dataset) -> str:
     return "1.2.840.10008.1.2" if implicit else ("1.2.840.10008.1.2.1" if little else "1.2.840.10008.1.2.2")
 
 
-def read(path_or_bytes: str | Path | bytes) -> Dataset:
-    if isinstance(path_or_bytes, bytes):
-        return pydicom.dcmread(io.BytesIO(path_or_bytes), force=True)
-    return pydicom.dcmread(path_or_bytes, force=True)
-
-
-def rss_bytes() -> int:
-    """Resident set size of this process."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    return 0
+def associate_rq(contexts: Sequence[tuple[int, str, Sequence[str]]] = ((1, VERIFICATION, ()),), *,
+                 calling: str = "RAW", called: str = SCP_AET, max_pdu: int = 16384) -> bytes:
+    """The bytes of an A-ASSOCIATE-RQ proposing ``contexts`` ((id, abstract syntax, transfer syntaxes); none: the defaults)."""
+    prim = A_ASSOCIATE()
+    prim.application_context_name = "1.2.840.10008.3.1.1.1"
+    prim.calling_ae_title, prim.called_ae_title = calling, called
+    max_length = MaximumLengthNotification()
+    max_length.maximum_length_received = max_pdu
+    impl = ImplementationClassUIDNotification()
+    impl.implementation_class_uid = "1.2.826.0.1.3680043.10.1447.99"
+    prim.user_information = [max_length, impl]
+    proposed = []
+    for context_id, abstract_syntax, transfer_syntaxes in contexts:
+        cx = build_context(abstract_syntax, list(transfer_syntaxes) or None)
+        cx.context_id = context_id
+        proposed.append(cx)
+    prim.presentation_context_definition_list = proposed
+    pdu = A_ASSOCIATE_RQ()
+    pdu.from_primitive(prim)
+    return pdu.encode()
 
 
 def pdu_header(pdu_type: int, length: int) -> bytes:

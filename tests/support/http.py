@@ -1,4 +1,4 @@
-"""Real-HTTP helpers for the DICOMweb tests: a live server, multipart bodies, DICOM builders.
+"""Real-HTTP helpers for the DICOMweb tests: a live server, multipart bodies, DICOM JSON.
 
 :class:`LiveServer` serves a :func:`viewer.app.create_app` application with werkzeug's
 threaded server on 127.0.0.1 and a free port, in this process (so tests can inspect
@@ -17,13 +17,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-import numpy as np
-import pydicom
 import requests
 from dicomweb_client.api import DICOMwebClient
 from flask import Flask
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from werkzeug.serving import BaseWSGIServer, make_server
 
 from pacs_lite.archive import Archive
@@ -176,62 +172,7 @@ def split_multipart(response: requests.Response) -> list[tuple[dict[str, str], b
     return parts
 
 
-# -- DICOM builders -------------------------------------------------------------------------------
-
-
-def part10(ds: Dataset, *, preamble: bytes | None = None) -> bytes:
-    """Encode ``ds`` (with its file meta) as Part-10 bytes; optionally with a custom preamble."""
-    buf = io.BytesIO()
-    ds.save_as(buf, enforce_file_format=True)
-    data = buf.getvalue()
-    if preamble is not None:
-        data = preamble.ljust(128, b"\0")[:128] + data[128:]
-    return data
-
-
-def make_instance(
-    *,
-    study: str | None = None,
-    series: str | None = None,
-    sop: str | None = None,
-    rows: int = 8,
-    columns: int = 8,
-    frames: int = 1,
-    pixels: bool = True,
-    sop_class: str = "1.2.840.10008.5.1.4.1.1.7",
-    **attributes: Any,
-) -> Dataset:
-    """A small, valid instance (Explicit VR LE, 16-bit monochrome) with ``attributes`` set."""
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.file_meta.MediaStorageSOPClassUID = sop_class
-    ds.SOPClassUID = sop_class
-    ds.SOPInstanceUID = sop or generate_uid()
-    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    ds.StudyInstanceUID = study or generate_uid()
-    ds.SeriesInstanceUID = series or generate_uid()
-    ds.PatientName = "Test^Patient"
-    ds.PatientID = "TEST"
-    ds.Modality = "OT"
-    ds.InstanceNumber = 1
-    for keyword, value in attributes.items():
-        setattr(ds, keyword, value)
-    if pixels:
-        ds.Rows, ds.Columns = rows, columns
-        ds.SamplesPerPixel = 1
-        ds.PhotometricInterpretation = "MONOCHROME2"
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 12, 11
-        ds.PixelRepresentation = 0
-        if frames > 1:
-            ds.NumberOfFrames = frames
-        values = (np.arange(rows * columns * frames, dtype=np.uint16) * 7) % 4096
-        ds.PixelData = values.tobytes()
-    return ds
-
-
-def read_dataset(data: bytes) -> Dataset:
-    return pydicom.dcmread(io.BytesIO(data), force=True)
+# -- DICOMweb JSON ------------------------------------------------------------------------------
 
 
 def get_json(url: str, **kwargs: Any) -> Any:
@@ -246,6 +187,11 @@ def value(obj: Mapping[str, Any], tag: str) -> Any:
     """The first value of ``tag`` in a DICOM JSON object (``None`` if empty or absent)."""
     values = obj.get(tag, {}).get("Value")
     return values[0] if values else None
+
+
+def instance_count(server: LiveServer, **filters: str) -> int:
+    """How many instances QIDO-RS finds on ``server`` (up to 1000), with optional matching keys."""
+    return len(get_json(f"{server.base}/instances", params={"limit": "1000", **filters}))
 
 
 def assert_json_error(response: requests.Response, status: int | Sequence[int]) -> dict[str, Any]:

@@ -1,9 +1,12 @@
-"""Building PACS-lite configurations and archives for tests."""
+"""Building PACS-lite configurations for tests, running its command line, finding test images."""
 
 from __future__ import annotations
 
 import glob
 import os
+import subprocess
+import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +22,21 @@ def make_config(base_dir: Path, *, index_url: str | None = None, **sections: dic
     if index_url:
         overrides.setdefault("index", {})["url"] = index_url
     return cfg.with_overrides(**overrides) if overrides else cfg
+
+
+def pacs_lite(
+    *args: str, cwd: Path, env: Mapping[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m pacs_lite ARGS`` in ``cwd``; its output is captured as text.
+
+    The environment is the test's without any ``PACS_LITE_*``/``PACSLITE_*`` variable, plus ``env``.
+    """
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("PACS_LITE_", "PACSLITE_"))}
+    full_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "pacs_lite", *args], cwd=cwd, env=full_env, text=True, capture_output=True,
+        timeout=timeout,
+    )
 
 
 def pydicom_test_files() -> list[Path]:

@@ -163,6 +163,14 @@ class ManagedProcess:
             time.sleep(0.05)
 
 
+def rss_bytes(pid: int | str = "self") -> int:
+    """Resident set size of process ``pid`` (by default this one), from ``/proc``."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(f"no VmRSS for process {pid}")
+
+
 @atexit.register
 def _stop_leftovers() -> None:
     """Stop whatever is still running when the interpreter exits."""
