@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import struct
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -143,6 +143,11 @@ def _pdu(context_id: int, control: int, fragment: bytes | memoryview) -> bytes:
             + bytes(fragment))
 
 
+def _encode_pdvs(items: Iterable[_Pdv]) -> bytes:
+    """PDV items handed back to pynetdicom, one P-DATA-TF PDU each."""
+    return b"".join(_pdu(item.context_id, item.control, item.fragment) for item in items)
+
+
 @dataclass
 class _Pdv:
     context_id: int
@@ -219,8 +224,7 @@ class StoreReceiver:
                 try:
                     self._serve_one()
                 except _Declined:
-                    consumed = b"".join(_pdu(p.context_id, p.control, p.fragment) for p in self._consumed)
-                    self.sock.push_back(consumed + self._remaining_items() + self._foreign)
+                    self.sock.push_back(_encode_pdvs(self._consumed) + self._remaining_items() + self._foreign)
                     return
                 if not self.active():  # pynetdicom has something to send or do first
                     self.sock.push_back(self._remaining_items())
@@ -319,7 +323,7 @@ class StoreReceiver:
         self._items.extend(items)
 
     def _remaining_items(self) -> bytes:
-        items = b"".join(_pdu(item.context_id, item.control, item.fragment) for item in self._items)
+        items = _encode_pdvs(self._items)
         self._items.clear()
         return items
 

@@ -261,9 +261,9 @@ class GuardedSocket(AssociationSocket):
         """Bytes to serve to pynetdicom's next reads, before anything else from the socket."""
         self._pushback[:0] = data
 
-    def check_header(self, header: bytes | bytearray) -> bool:
+    def check_header(self, header: bytes | bytearray, *, message_bytes: int = 0) -> bool:
         """Check a PDU header against the limits; refuse the connection (and say ``False``) if it fails."""
-        reason = check_pdu_header(header, self.limits)
+        reason = check_pdu_header(header, self.limits, message_bytes=message_bytes)
         if reason is not None:
             self.refuse(reason)
             return False
@@ -277,8 +277,7 @@ class GuardedSocket(AssociationSocket):
         try:
             sock.sendall(data)
         except (OSError, ValueError) as exc:
-            log.info("connection to %s lost: %s", self._peer_ip(), type(exc).__name__)
-            self._drop()
+            self._lost(exc)
             return False
         return True
 
@@ -307,9 +306,7 @@ class GuardedSocket(AssociationSocket):
             return body
         data = self._read(nr_bytes)
         if nr_bytes == PDU_HEADER_LENGTH and len(data) == PDU_HEADER_LENGTH:
-            reason = check_pdu_header(data, self.limits, message_bytes=self._message_bytes)
-            if reason is not None:
-                self.refuse(reason)
+            if not self.check_header(data, message_bytes=self._message_bytes):
                 return bytearray()
             self._body_type = data[0]
             self._body_expected = struct.unpack_from(">L", data, 2)[0]
@@ -325,8 +322,7 @@ class GuardedSocket(AssociationSocket):
         try:
             rest = recv_exact(cast(socket.socket, self.socket), nr_bytes - len(head), self.limits.network_timeout)
         except (OSError, ValueError) as exc:  # timeout, reset, TLS error, closed
-            log.info("connection to %s lost: %s", self._peer_ip(), type(exc).__name__)
-            self._drop()
+            self._lost(exc)
             return bytearray(head)
         if len(head) + len(rest) < nr_bytes:
             self._drop()
@@ -343,6 +339,11 @@ class GuardedSocket(AssociationSocket):
                 sock.sendall(abort_pdu())
             except (OSError, ValueError):
                 pass
+        self._drop()
+
+    def _lost(self, exc: BaseException) -> None:
+        """A read or write failed (timeout, reset, TLS error): log it and close the connection."""
+        log.info("connection to %s lost: %s", self._peer_ip(), type(exc).__name__)
         self._drop()
 
     def _drop(self) -> None:

@@ -155,13 +155,11 @@ class FilesystemStore(ObjectStore):
                 os.fsync(handle.fileno())
             self._makedirs(target.parent)
             os.replace(temp, target)
-        except FileNotFoundError:
-            with contextlib.suppress(OSError):
-                temp.unlink()
-            raise
         except OSError as exc:
             with contextlib.suppress(OSError):
                 temp.unlink()
+            if isinstance(exc, FileNotFoundError):
+                raise  # a folder vanished: put() makes the folders again and retries once
             raise _unavailable("write", target, exc) from exc
         try:
             _fsync_dir(target.parent)
