@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
-import threading
 
 from pacs_lite.archive import Archive
 from pacs_lite.config import ConfigError, load_config
 from pacs_lite.logsetup import configure_logging
+from pacs_lite.stopsignal import StopSignal
 
 from .server import DicomServer
 
@@ -28,9 +27,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"dicom_scp: configuration error: {exc}", file=sys.stderr)
         return 2
     configure_logging(config.get("log", "level"))
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    stop = StopSignal()
     archive = Archive(config)
     server = DicomServer(archive, config)
     server.start()

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from .config import Config, ConfigError, load_config
 from .logsetup import configure_logging
+from .stopsignal import StopSignal
 
 log = logging.getLogger("pacs_lite")
 
@@ -50,14 +51,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     released = release_dead_workers_jobs(archive)
     if released:
         log.info("requeued %d compression jobs of workers that died before this start", released)
-    stop = threading.Event()
-
-    def on_signal(signum: int, _frame: object) -> None:
-        log.info("signal %s received: shutting down", signal.Signals(signum).name)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    stop = StopSignal()
 
     workers = CompressionWorkers(config)
     workers.start()
@@ -92,6 +86,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 log.error("%s exited with code %s; stopping", name, children[name].returncode)
             exit_code = 1
             break
+    if stop.received is not None:
+        log.info("signal %s received: shutting down", stop.received.name)
     log.info("stopping: open associations and requests finish, workers complete their job")
     for proc in children.values():
         if proc.poll() is None:
@@ -210,9 +206,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         worker_main(config, once=True)
         return 0
     workers = CompressionWorkers(config, args.processes)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    stop = StopSignal()
     workers.start()
     stop.wait()
     workers.stop()
