@@ -267,8 +267,8 @@ class StoreReceiver:
         if not self.sock.send_all(p_data_pdus(context_id, COMMAND, response, self._peer_max_pdu())):
             raise _Closed
 
-    def _read_dataset(self, context_id: int) -> bytearray:
-        dataset = bytearray()
+    def _read_dataset(self, context_id: int) -> bytes:
+        fragments: list[memoryview] = []  # views into the PDU bodies, joined once at the end
         while True:
             try:
                 pdv = self._next_pdv()
@@ -283,9 +283,9 @@ class StoreReceiver:
             if self._message_bytes > self.max_message_bytes:
                 self.sock.refuse(f"DIMSE message exceeds {self.max_message_bytes} bytes")
                 raise _Closed
-            dataset += pdv.fragment
+            fragments.append(pdv.fragment)
             if pdv.control & LAST:
-                return dataset
+                return b"".join(fragments)
             if self._aborting():
                 raise _Closed  # an abort or shutdown is waiting: pynetdicom goes ahead, the message is dropped
 

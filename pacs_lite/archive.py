@@ -10,6 +10,7 @@ import pydicom.config
 
 from storage import ObjectStore, open_store
 
+from .activity import ReceivingSignal
 from .catalog import Catalog
 from .config import Config
 from .ingest import IngestService
@@ -50,6 +51,7 @@ class Archive:
             duplicates=config.get("ingest", "duplicates"),
             max_object_bytes=config.get("ingest", "max_object_bytes"),
             metrics=IngestMetrics(),
+            receiving=ReceivingSignal.for_config(config),
         )
         self.retrieval = RetrievalService(self.catalog, self.store)
 

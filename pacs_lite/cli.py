@@ -43,6 +43,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # counters of every process (SCP, web workers, compression workers) add up in /metrics
     metrics_dir = tempfile.mkdtemp(prefix="pacs-lite-metrics-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    from .activity import ReceivingSignal
     from .archive import Archive
     from .compression import CompressionWorkers, release_dead_workers_jobs
     from .maintenance import sweep_orphans
@@ -99,6 +100,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             proc.kill()
             proc.wait()
     workers.stop()
+    ReceivingSignal.for_config(config).remove()
     archive.close()
     shutil.rmtree(metrics_dir, ignore_errors=True)
     log.info("stopped")

@@ -30,6 +30,7 @@ from typing import Any
 from storage import StoreError
 
 from . import dicomfile
+from .activity import ReceivingSignal, YieldToReceiving
 from .archive import Archive
 from .catalog import CatalogUnavailable, StoredInstance
 from .config import Config
@@ -230,15 +231,20 @@ def worker_main(config: Config, stop: Any = None, *, once: bool = False) -> None
     archive = Archive(config, migrate=False)
     name = worker_name(os.getpid())
     timeout = config.get("compression", "timeout_seconds")
+    gate = YieldToReceiving(ReceivingSignal.for_config(config), config.get("compression", "yield_to_receiving_seconds"))
     idle = 0.05
     try:
         while (stop is None or not stop.value) and (once or os.getppid() == parent):
+            if not once and gate.should_wait():
+                time.sleep(0.05)
+                continue
             try:
                 worked = run_one_job(archive, name, timeout)
             except CatalogUnavailable:
                 worked = False
                 idle = 2.0
             if worked:
+                gate.worked()
                 idle = 0.05
                 continue
             if once:

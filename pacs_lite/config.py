@@ -86,6 +86,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "workers": Key(int, 0, minimum=0, maximum=64),
         "max_memory_mb": Key(int, 4096, minimum=64),
         "timeout_seconds": Key(int, 300, minimum=1),
+        "yield_to_receiving_seconds": Key(int, 10, minimum=0, maximum=3600),
     },
     "log": {
         "level": Key(str, "INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR")),

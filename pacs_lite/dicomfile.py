@@ -135,6 +135,9 @@ def encode_file_meta(values: dict[int, str]) -> bytes:
     return struct.pack("<HH2sHI", 0x0002, 0x0000, b"UL", 4, len(body)) + body
 
 
+_PREAMBLE = b"\0" * 128 + b"DICM"
+
+
 def build_part10(sop_class_uid: str, sop_instance_uid: str, transfer_syntax_uid: str,
                  dataset_bytes: bytes | memoryview, *, source_ae: str | None = None) -> bytes:
     """A Part-10 object with a zeroed preamble, our file meta and the dataset bytes as given."""
@@ -147,7 +150,7 @@ def build_part10(sop_class_uid: str, sop_instance_uid: str, transfer_syntax_uid:
     }
     if source_ae:
         values[0x00020016] = source_ae
-    return b"\0" * 128 + b"DICM" + encode_file_meta(values) + bytes(dataset_bytes)
+    return b"".join((_PREAMBLE, encode_file_meta(values), dataset_bytes))  # one copy of the data set
 
 
 def split_part10(data: bytes | memoryview) -> tuple[str, memoryview]:

@@ -27,6 +27,7 @@ from typing import Any
 from storage import ObjectStore, StoreError
 
 from . import dicomfile, dicomheader
+from .activity import ReceivingSignal
 from .catalog import Catalog, CatalogUnavailable, InstanceRecord
 from .dicomheader import DicomHeader
 from .faults import crash_point
@@ -119,8 +120,10 @@ class IngestService:
     """
 
     def __init__(self, catalog: Catalog, store: ObjectStore, *, compression_target: str = "none",
-                 duplicates: str = "revision", max_object_bytes: int = 4 * 1024**3, metrics: Any = None) -> None:
+                 duplicates: str = "revision", max_object_bytes: int = 4 * 1024**3, metrics: Any = None,
+                 receiving: ReceivingSignal | None = None) -> None:
         self.catalog = catalog
+        self.receiving = receiving  # tells this node's compression workers to hold off
         self.store = store
         self.compression_target = compression_target
         self.duplicates = duplicates
@@ -154,6 +157,8 @@ class IngestService:
     def _read_and_ingest(self, dataset_bytes: bytes | memoryview, transfer_syntax_uid: str,
                          command_class: str | None, command_instance: str | None, source: str) -> IngestResult:
         """Read the header (proving the structure) and run the ingest path; never raises."""
+        if self.receiving is not None:
+            self.receiving.mark()
         try:
             header = dicomheader.read_header(dataset_bytes, transfer_syntax_uid)
         except dicomfile.DicomFormatError as exc:

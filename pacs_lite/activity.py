@@ -1,0 +1,116 @@
+"""Whether this node is receiving images right now, shared by its processes.
+
+A modality waits for each C-STORE acknowledgement, so every millisecond the receiving
+path loses to compression running beside it on the same cores and the same disk is
+lost for the sender too. The ingest path marks a small file each time an instance
+arrives (its modification time is the signal; on ``/dev/shm`` this costs a system call
+and no disk write); compression workers on the same node look at it before they start
+a job and hold off while instances are arriving, up to a cap, so that a long stream
+never starves compression.
+
+The file is per installation (derived from the index and the storage location), so two
+installations on one machine, or the servers a test suite starts, do not hold each
+other up. If the file cannot be written, nothing waits: the signal only ever helps.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import tempfile
+import time
+from pathlib import Path
+
+from .config import Config
+
+#: An instance within this many seconds means "receiving": the gaps inside a burst from one
+#: sender are milliseconds, while a trickle of one instance a second leaves room to compress.
+RECEIVING_WINDOW = 0.3
+
+
+def receiving_signal_path(config: Config) -> Path:
+    """The signal file of the installation ``config`` describes (the same in all its processes)."""
+    storage = config["storage"]
+    where = (str(config.path("storage", "path")) if storage["backend"] == "filesystem"
+             else f"{storage['endpoint']}/{storage['bucket']}")
+    digest = hashlib.sha256(f"{config.index_url}\n{where}".encode()).hexdigest()[:20]
+    shm = Path("/dev/shm")
+    folder = shm if shm.is_dir() and os.access(shm, os.W_OK) else Path(tempfile.gettempdir())
+    return folder / f"pacs-lite-{os.getuid()}-{digest}.receiving"
+
+
+class ReceivingSignal:
+    """The "an instance just arrived" mark of one installation on this node.
+
+    Parameters
+    ----------
+    path
+        The signal file (see :func:`receiving_signal_path`).
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    @classmethod
+    def for_config(cls, config: Config) -> ReceivingSignal:
+        return cls(receiving_signal_path(config))
+
+    def mark(self) -> None:
+        """Record that an instance arrived now (errors are ignored: the signal is advisory)."""
+        try:
+            os.utime(self.path, follow_symlinks=False)
+        except FileNotFoundError:
+            with contextlib.suppress(OSError):
+                fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+                os.close(fd)
+        except OSError:
+            pass
+
+    def seconds_since_last(self) -> float:
+        """Seconds since the last :meth:`mark` (infinite if there never was one)."""
+        try:
+            return max(0.0, time.time() - os.stat(self.path, follow_symlinks=False).st_mtime)
+        except OSError:
+            return float("inf")
+
+    def receiving(self) -> bool:
+        """Whether an instance arrived within :data:`RECEIVING_WINDOW`."""
+        return self.seconds_since_last() < RECEIVING_WINDOW
+
+    def remove(self) -> None:
+        """Delete the file (at shutdown)."""
+        with contextlib.suppress(OSError):
+            self.path.unlink()
+
+
+class YieldToReceiving:
+    """A compression worker's rule: hold off new jobs while receiving, for at most ``max_wait``.
+
+    Parameters
+    ----------
+    signal
+        This installation's :class:`ReceivingSignal`.
+    max_wait
+        Seconds a worker waits at most before it starts a job anyway (``0``: never waits), so
+        that compression keeps moving during a stream that never pauses.
+    """
+
+    def __init__(self, signal: ReceivingSignal, max_wait: float) -> None:
+        self.signal = signal
+        self.max_wait = max_wait
+        self._waiting_since: float | None = None
+
+    def should_wait(self) -> bool:
+        """Whether to hold off now; call before each claim, and :meth:`worked` after a job."""
+        if self.max_wait <= 0 or not self.signal.receiving():
+            self._waiting_since = None
+            return False
+        now = time.monotonic()
+        if self._waiting_since is None:
+            self._waiting_since = now
+        return now - self._waiting_since < self.max_wait
+
+    def worked(self) -> None:
+        """A job ran: the next one waits afresh."""
+        self._waiting_since = None
