@@ -5,8 +5,9 @@ path loses to compression running beside it on the same cores and the same disk 
 lost for the sender too. The ingest path marks a small file each time an instance
 arrives (its modification time is the signal; on ``/dev/shm`` this costs a system call
 and no disk write); compression workers on the same node look at it before they start
-a job and hold off while instances are arriving, up to a cap, so that a long stream
-never starves compression.
+a job and hold off during the first seconds of a burst of arrivals (a study being sent),
+then run beside a burst that goes on, so that a long stream never builds an ever-growing
+backlog of uncompressed objects.
 
 The file is per installation (derived from the index and the storage location), so two
 installations on one machine, or the servers a test suite starts, do not hold each
@@ -85,32 +86,31 @@ class ReceivingSignal:
 
 
 class YieldToReceiving:
-    """A compression worker's rule: hold off new jobs while receiving, for at most ``max_wait``.
+    """A compression worker's rule: hold off new jobs during the first ``max_wait`` s of a burst.
+
+    A burst is a run of arrivals with no gap longer than :data:`RECEIVING_WINDOW`. Once it has
+    lasted ``max_wait`` seconds the worker runs beside it until it ends, so that compression
+    never lags a stream by more than about ``max_wait`` seconds plus its own backlog.
 
     Parameters
     ----------
     signal
         This installation's :class:`ReceivingSignal`.
     max_wait
-        Seconds a worker waits at most before it starts a job anyway (``0``: never waits), so
-        that compression keeps moving during a stream that never pauses.
+        Seconds of a burst during which the worker holds off (``0``: never).
     """
 
     def __init__(self, signal: ReceivingSignal, max_wait: float) -> None:
         self.signal = signal
         self.max_wait = max_wait
-        self._waiting_since: float | None = None
+        self._burst_seen_at: float | None = None
 
     def should_wait(self) -> bool:
-        """Whether to hold off now; call before each claim, and :meth:`worked` after a job."""
+        """Whether to hold off now; call before each claim."""
         if self.max_wait <= 0 or not self.signal.receiving():
-            self._waiting_since = None
+            self._burst_seen_at = None
             return False
         now = time.monotonic()
-        if self._waiting_since is None:
-            self._waiting_since = now
-        return now - self._waiting_since < self.max_wait
-
-    def worked(self) -> None:
-        """A job ran: the next one waits afresh."""
-        self._waiting_since = None
+        if self._burst_seen_at is None:
+            self._burst_seen_at = now
+        return now - self._burst_seen_at < self.max_wait

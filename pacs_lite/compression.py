@@ -244,7 +244,6 @@ def worker_main(config: Config, stop: Any = None, *, once: bool = False) -> None
                 worked = False
                 idle = 2.0
             if worked:
-                gate.worked()
                 idle = 0.05
                 continue
             if once:

@@ -21,6 +21,8 @@ import hashlib
 import logging
 import re
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,6 +51,8 @@ NATIVE_SYNTAXES = {
 }
 PIXEL_DATA = 0x7FE00010
 PIXEL_TAGS = (PIXEL_DATA, 0x7FE00008, 0x7FE00009)  # integer, float, double float pixel data
+#: Objects at least this large get their checksums computed beside the write (see IngestService._checksums).
+PARALLEL_CHECKSUM_BYTES = 256 * 1024
 SOP_CLASS_UID, SOP_INSTANCE_UID = 0x00080016, 0x00080018
 STUDY_INSTANCE_UID, SERIES_INSTANCE_UID = 0x0020000D, 0x0020000E
 
@@ -124,6 +128,7 @@ class IngestService:
                  receiving: ReceivingSignal | None = None) -> None:
         self.catalog = catalog
         self.receiving = receiving  # tells this node's compression workers to hold off
+        self._hasher = ThreadPoolExecutor(max_workers=2, thread_name_prefix="ingest-sha256")  # threads start on first use
         self.store = store
         self.compression_target = compression_target
         self.duplicates = duplicates
@@ -192,10 +197,12 @@ class IngestService:
 
         # No early look-up of resends here: a read transaction per instance costs more than
         # writing the rare resend and letting the index transaction find it a duplicate.
-        received_sha = hashlib.sha256(received.dataset_bytes).hexdigest()
+        data = dicomfile.build_part10(sop_class, sop_uid, received.transfer_syntax_uid, received.dataset_bytes,
+                                      source_ae=_ae(source))
+        checksums = self._checksums(received.dataset_bytes, data)
         try:
             metadata = header.metadata_json(study_uid, series_uid, sop_uid)
-            record = self._record(header, received.transfer_syntax_uid, uids, received_sha, metadata)
+            record = self._record(header, received.transfer_syntax_uid, uids, metadata)
         except (RecursionError, MemoryError):
             return self._result(IngestResult("rejected", CANNOT_UNDERSTAND, "dataset too deeply nested or too large", **base))
         except Exception as exc:  # noqa: BLE001 - malformed values
@@ -203,17 +210,15 @@ class IngestService:
             return self._result(IngestResult("rejected", CANNOT_UNDERSTAND,
                                              f"cannot read dataset: malformed value ({type(exc).__name__})", **base))
 
-        data = dicomfile.build_part10(sop_class, sop_uid, received.transfer_syntax_uid, received.dataset_bytes,
-                                      source_ae=_ae(source))
         record.object_key = dicomfile.new_object_key()
         record.object_size = len(data)
-        record.object_sha256 = hashlib.sha256(data).hexdigest()
         try:
             self.store.put(record.object_key, data)
         except StoreError as exc:
             log.warning("object store write failed: %s", exc)
             return self._result(IngestResult("failed", OUT_OF_RESOURCES, f"storage unavailable: {exc}", **base))
         crash_point("ingest.after_object_write")
+        record.received_sha256, record.object_sha256 = checksums()
 
         enqueue = [("compress", {"sop_instance_uid": sop_uid})] if record.compression_state == "pending" else []
         try:
@@ -253,8 +258,22 @@ class IngestService:
             raise IngestRejected(DATASET_MISMATCH, "dataset SOP Class UID differs from the command's Affected SOP Class UID")
         return sop_class, sop_uid, study_uid, series_uid
 
+    def _checksums(self, dataset: bytes | memoryview, data: bytes) -> Callable[[], tuple[str, str]]:
+        """SHA-256 of the received data set and of the object, as a call that returns both.
+
+        For a large object both run on a helper thread (hashlib lets go of the GIL), beside
+        the header work and the object write, which they would otherwise add ~0.6 ms to for
+        a CT slice; for a small one the hand-over costs more than it saves.
+        """
+        if len(data) < PARALLEL_CHECKSUM_BYTES:
+            digests = hashlib.sha256(dataset).hexdigest(), hashlib.sha256(data).hexdigest()
+            return lambda: digests
+        received = self._hasher.submit(lambda: hashlib.sha256(dataset).hexdigest())
+        stored = self._hasher.submit(lambda: hashlib.sha256(data).hexdigest())
+        return lambda: (received.result(), stored.result())
+
     def _record(self, header: DicomHeader, ts: str, uids: tuple[str, str, str, str],
-                received_sha: str, metadata: bytes) -> InstanceRecord:
+                metadata: bytes) -> InstanceRecord:
         sop_class, sop_uid, study_uid, series_uid = uids
         text, number = header.text, header.int
         if self.compression_target == "none":
@@ -303,7 +322,7 @@ class IngestService:
             object_key="",
             object_size=0,
             object_sha256="",
-            received_sha256=received_sha,
+            received_sha256="",
             metadata_json=metadata,
             compression_state=state,
             compression_note=note,

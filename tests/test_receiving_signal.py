@@ -76,20 +76,21 @@ def test_an_unwritable_signal_never_holds_anything_up(tmp_path: Path) -> None:
     assert not YieldToReceiving(signal, 60).should_wait()
 
 
-def test_the_rule_waits_at_most_max_wait_then_again_after_each_job(tmp_path: Path) -> None:
+def test_the_rule_holds_off_for_the_first_max_wait_seconds_of_each_burst(tmp_path: Path) -> None:
     signal = ReceivingSignal(tmp_path / "x.receiving")
     gate = YieldToReceiving(signal, 0.4)
     assert not gate.should_wait()  # nothing arriving
     with _stream_arriving(signal):
         assert gate.should_wait()
         time.sleep(0.45)
-        assert not gate.should_wait()  # waited long enough: one job may start
-        gate.worked()
-        assert gate.should_wait()
+        assert not gate.should_wait()  # the burst goes on: compress beside it
+        assert not gate.should_wait()
         assert not YieldToReceiving(signal, 0).should_wait()  # 0 turns it off
     old = time.time() - 2 * RECEIVING_WINDOW
     os.utime(signal.path, (old, old))
-    assert not gate.should_wait()
+    assert not gate.should_wait()  # the burst ended
+    with _stream_arriving(signal):
+        assert gate.should_wait()  # a new burst: hold off again
 
 
 def test_workers_hold_off_while_receiving_and_catch_up_after(tmp_path: Path) -> None:
