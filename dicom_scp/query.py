@@ -18,7 +18,7 @@ from pydicom.tag import Tag
 
 from pacs_lite.catalog import Catalog, StoredInstance
 from pacs_lite.catalog.attributes import ATTRIBUTES, LEVELS, level_rank
-from pacs_lite.catalog.matching import UID_RE
+from pacs_lite.uids import is_uid
 
 #: Status for an identifier that does not fit the information model.
 IDENTIFIER_MISMATCH = 0xA900
@@ -236,7 +236,7 @@ def _uid_list(identifier: Dataset, keyword: str, *, required: bool) -> list[str]
     if required and not uids:
         raise IdentifierError(IDENTIFIER_MISMATCH, f"{keyword} is required at this level")
     for uid in uids:
-        if len(uid) > 64 or not UID_RE.match(uid):
+        if not is_uid(uid):
             raise IdentifierError(IDENTIFIER_MISMATCH, f"{keyword} is not a valid UID")
     return uids
 

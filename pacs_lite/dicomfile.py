@@ -20,6 +20,8 @@ from pydicom.dataset import Dataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filereader import _read_file_meta_info, read_preamble
 
+from .uids import is_uid
+
 IMPLEMENTATION_CLASS_UID = "2.25.105972989377714384401221926319813216145"  # ours: a UUID-derived UID (PS3.5 B.2)
 IMPLEMENTATION_VERSION = "PACSLITE_010"
 
@@ -54,12 +56,9 @@ def new_object_key(prefix: str = "instances") -> str:
     return f"{prefix}/{u[:2]}/{u}.dcm"
 
 
-TS_RE = __import__("re").compile(r"^[0-9]+(\.[0-9]+)*$")
-
-
 def check_transfer_syntax(uid: str) -> str:
     """The transfer syntax UID if it is a well-formed UID, else :class:`DicomFormatError`."""
-    if not uid or len(uid) > 64 or not TS_RE.match(uid):
+    if not is_uid(uid):
         raise DicomFormatError("invalid Transfer Syntax UID in the file meta information")
     return uid
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import re
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -33,11 +32,11 @@ from .activity import ReceivingSignal
 from .catalog import Catalog, CatalogUnavailable, InstanceRecord
 from .dicomheader import DicomHeader
 from .faults import crash_point
+from .uids import MAX_UID_LENGTH, is_uid
 
 log = logging.getLogger(__name__)
 
 
-LOOSE_UID_RE = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 
 # DICOM status codes used on the ingest path
 SUCCESS = 0x0000
@@ -103,9 +102,9 @@ def check_uid(value: Any, name: str) -> str:
     text = str(value).strip("\0 ")
     if not text:
         raise IngestRejected(CANNOT_UNDERSTAND, f"{name} is empty")
-    if len(text) > 64:
+    if len(text) > MAX_UID_LENGTH:
         raise IngestRejected(CANNOT_UNDERSTAND, f"{name} is longer than 64 characters")
-    if not LOOSE_UID_RE.match(text):
+    if not is_uid(text):
         raise IngestRejected(CANNOT_UNDERSTAND, f"{name} is not a valid UID (digits and dots only)")
     return text
 

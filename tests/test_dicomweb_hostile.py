@@ -185,6 +185,9 @@ def test_path_traversal_and_odd_segments(servers: Servers) -> None:
                  "/studies/1..2/metadata", "/studies/.1/metadata", "/studies/1./metadata"):
         response = requests.get(base + path, timeout=30)
         assert_json_error(response, (400, 404))
+    for path in (f"/studies/{ds.StudyInstanceUID}%0A/metadata",  # "$" in a regex lets a trailing newline through
+                 f"/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}%0A/metadata"):
+        assert_json_error(requests.get(base + path, timeout=30), 400)
 
 
 def test_frames_and_accept_combinations(servers: Servers) -> None:

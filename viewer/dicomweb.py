@@ -21,11 +21,11 @@ Routes (all below ``/dicomweb``)::
 from __future__ import annotations
 
 import logging
-import re
 
 from flask import Blueprint, Response, request
 
 from pacs_lite import dicomjson
+from pacs_lite.uids import is_uid
 from storage import StoreError
 
 from . import metadata, qido, stow, wado
@@ -38,7 +38,6 @@ log = logging.getLogger(__name__)
 
 bp = Blueprint("dicomweb", __name__, url_prefix="/dicomweb")
 
-UID_RE = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 UID_PARAMS = ("study", "series", "instance")
 LIMIT_WARNING = ('299 {host}: "The number of results exceeded the maximum supported by the server. '
                  'Additional results can be requested."')
@@ -54,7 +53,7 @@ def _check_path_uids() -> None:
     """Path UIDs are digits and dots, at most 64 characters (400 otherwise)."""
     for name in UID_PARAMS:
         value = (request.view_args or {}).get(name)
-        if value is not None and (len(value) > 64 or not UID_RE.match(value)):
+        if value is not None and not is_uid(value):
             raise ApiError(400, f"invalid {name} UID in the path")
 
 

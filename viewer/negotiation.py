@@ -12,6 +12,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from pacs_lite.uids import is_uid
+
 from .errors import ApiError
 
 EXPLICIT_LE = "1.2.840.10008.1.2.1"
@@ -42,7 +44,6 @@ IMAGE_MEDIA_SYNTAXES: dict[str, tuple[str, ...]] = {
 _TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
 _MEDIA_TYPE_RE = re.compile(rf"^\s*({_TOKEN})/({_TOKEN})\s*")
 _PARAM_RE = re.compile(rf'\s*;\s*({_TOKEN})\s*=\s*("(?:[^"\\]|\\.)*"|[^;,\s]*)\s*')
-_UID_RE = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 MAX_HEADER_LENGTH = 8192
 
 
@@ -171,7 +172,7 @@ def _transfer_syntax_param(value: str | None) -> tuple[str, ...] | None:
     value = value.strip()
     if value == "*":
         return ("*",)
-    if len(value) > 64 or not _UID_RE.match(value):
+    if not is_uid(value):
         raise ApiError(400, f"invalid transfer-syntax {value[:70]!r} in Accept")
     return (value,)
 

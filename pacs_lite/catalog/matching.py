@@ -14,7 +14,8 @@ import unicodedata
 from sqlalchemy import ColumnElement, and_, func, literal, or_
 from sqlalchemy.sql.elements import ColumnClause
 
-UID_RE = re.compile(r"^[0-9]+(\.[0-9]+)*$")
+from ..uids import is_uid
+
 DATE_RE = re.compile(r"^\d{8}$")
 TIME_RE = re.compile(r"^\d{2}(\d{2}(\d{2}(\.\d{1,6})?)?)?$")
 LIKE_ESCAPE = "!"
@@ -106,7 +107,7 @@ def condition(kind: str, column: ColumnClause, value: str, *, folded: ColumnClau
     if kind == "uid":
         uids = [u.strip() for u in value.split("\\") if u.strip()]
         for uid in uids:
-            if len(uid) > 64 or not UID_RE.match(uid):
+            if not is_uid(uid):
                 raise QueryError(f"{label}: invalid UID {uid[:70]!r}")
         if not uids:
             return None
