@@ -16,20 +16,24 @@ kept as received with the reason recorded.
 from __future__ import annotations
 
 import ctypes
+import io
 import logging
 import multiprocessing
 import os
 import resource
 import signal
 import socket
+import struct
 import threading
 import time
 from dataclasses import dataclass
 from typing import Any
 
+import pydicom
+
 from storage import StoreError
 
-from . import dicomfile
+from . import dicomfile, dicomheader
 from .activity import ReceivingSignal, YieldToReceiving
 from .archive import Archive
 from .catalog import CatalogUnavailable, StoredInstance
@@ -74,9 +78,10 @@ def compress_instance(archive: Archive, sop_instance_uid: str, target: str, *,
             return CompressionOutcome("retry", str(exc))
         archive.catalog.set_compression_state(inst.sop_instance_uid, inst.object_key, "kept", str(exc))
         return CompressionOutcome("kept", str(exc))
-    ds = dicomfile.read_part10(data)
     try:
-        out = codecs.compress(ds, target, verify=True)
+        encoded = compress_spliced(data, target)
+        if encoded is None:
+            encoded = encode_part10(codecs.compress(dicomfile.read_part10(data), target, verify=True), target)
     except codecs.VerificationFailed as exc:
         count_error("verification_failed")
         log.error("compression verification failed; original kept (key %s): %s", inst.object_key, exc)
@@ -85,7 +90,6 @@ def compress_instance(archive: Archive, sop_instance_uid: str, target: str, *,
         return _keep(archive, inst, getattr(exc, "reason", "") or str(exc))
     except codecs.CodecError as exc:
         return _keep(archive, inst, f"codec error: {exc}")
-    encoded = encode_part10(out, target)
     if len(encoded) >= len(data):
         return _keep(archive, inst, "compressed object would not be smaller")
     import hashlib
@@ -109,6 +113,50 @@ def compress_instance(archive: Archive, sop_instance_uid: str, target: str, *,
     crash_point("compress.before_original_delete")
     _delete_quietly(archive, inst.object_key)
     return CompressionOutcome("compressed", "", len(encoded), len(data), job_finished=job_id is not None)
+
+
+#: What the codec reads of a dataset: the Image Pixel attributes and the pixel data elements.
+_PIXEL_MODULE = ["Rows", "Columns", "NumberOfFrames", "SamplesPerPixel", "BitsAllocated", "BitsStored", "HighBit",
+                 "PixelRepresentation", "PlanarConfiguration", "PhotometricInterpretation", "PixelData"]
+_PIXEL_DATA = 0x7FE00010
+_PIXEL_DATA_HEADER = struct.pack("<HH2sHI", 0x7FE0, 0x0010, b"OB", 0, 0xFFFFFFFF)  # encapsulated: undefined length
+_SEQUENCE_DELIMITER = b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
+#: A group length that would go stale, an extended offset table, float pixel data: the general path.
+_NO_SPLICE = (0x7FE00000, 0x7FE00001, 0x7FE00002, 0x7FE00008, 0x7FE00009)
+
+
+def compress_spliced(data: bytes, target: str) -> bytes | None:
+    """Compress a stored object by replacing its *Pixel Data* element and nothing else.
+
+    For the common case (explicit VR little endian, one sample per pixel, *Pixel Data*
+    the last element) every other element stays byte for byte as received, and neither
+    the whole dataset is copied nor written again by pydicom: that was 9 of ~34 ms per
+    CT slice. The codec (with its decode-and-compare verification) runs on a dataset
+    holding the Image Pixel attributes only. ``None`` when the general path is needed
+    (other syntaxes must be re-encoded element by element, colour may be relabelled).
+
+    Raises what :func:`storage.codecs.compress` raises.
+    """
+    from storage import codecs
+
+    transfer_syntax, body = dicomfile.split_part10(data)
+    if transfer_syntax != dicomfile.EXPLICIT_LE:
+        return None
+    header = dicomheader.read_header(body, transfer_syntax)
+    span = header.value_span(_PIXEL_DATA)
+    if span is None or any(header.has(tag) for tag in _NO_SPLICE) or (header.int(0x00280002) or 1) != 1:
+        return None
+    start, length = span
+    if length == 0xFFFFFFFF or start < 12 or start + length != len(body) or bytes(body[start - 12:start - 8]) != b"\xe0\x7f\x10\x00":
+        return None  # already encapsulated, or elements after Pixel Data: the general path keeps them right
+    pixel_module = pydicom.dcmread(io.BytesIO(data), specific_tags=_PIXEL_MODULE)
+    out = codecs.compress(pixel_module, target, verify=True)
+    if out.get("PhotometricInterpretation") != pixel_module.get("PhotometricInterpretation"):
+        return None  # relabelled: the general path writes the new value
+    encapsulated = b"".join((_PIXEL_DATA_HEADER, out.PixelData, _SEQUENCE_DELIMITER))
+    new_body = b"".join((body[:start - 12], encapsulated))
+    dicomheader.read_header(new_body, target)  # the spliced dataset is well formed (cheap: no values decoded)
+    return dicomfile.with_dataset(data, target, new_body)
 
 
 def _keep(archive: Archive, inst: StoredInstance, note: str) -> CompressionOutcome:

@@ -152,6 +152,20 @@ def build_part10(sop_class_uid: str, sop_instance_uid: str, transfer_syntax_uid:
     return b"".join((_PREAMBLE, encode_file_meta(values), dataset_bytes))  # one copy of the data set
 
 
+def with_dataset(data: bytes, transfer_syntax_uid: str, dataset_bytes: bytes | memoryview) -> bytes:
+    """A stored object (written by :func:`build_part10`) with a new transfer syntax and data set.
+
+    The other file meta values (SOP Class and Instance UIDs, implementation, source AE)
+    are kept.
+    """
+    fp = io.BytesIO(bytes(data[:65536]))
+    read_preamble(fp, False)
+    meta = _read_file_meta_info(fp)
+    values = {tag: str(meta[tag].value) for tag in _META_VR if tag in meta}
+    values[0x00020010] = transfer_syntax_uid
+    return b"".join((_PREAMBLE, encode_file_meta(values), dataset_bytes))
+
+
 def split_part10(data: bytes | memoryview) -> tuple[str, memoryview]:
     """Transfer syntax and dataset bytes of a Part-10 object written by :func:`build_part10`."""
     fp = io.BytesIO(bytes(data[:65536]) if len(data) > 65536 else bytes(data))

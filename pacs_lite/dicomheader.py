@@ -352,6 +352,14 @@ class DicomHeader:
         """Whether the top level holds ``tag`` (with any value, even empty)."""
         return tag in self._elements
 
+    def value_span(self, tag: int) -> tuple[int, int] | None:
+        """(offset, length) of a top-level element's value in the dataset bytes, ``None`` if absent.
+
+        The length is as encoded: ``0xFFFFFFFF`` for undefined-length values.
+        """
+        element = self._elements.get(tag)
+        return None if element is None else (element[1], element[2])
+
     def text(self, tag: int, limit: int = 64) -> str:
         """A top-level value as text, as ingest has always indexed ``str(ds.Keyword)``.
 
