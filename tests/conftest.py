@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from pacs_lite.activity import receiving_signal_path
 from pacs_lite.archive import Archive
 from pacs_lite.config import Config
 from tests.support.pacs import make_config
@@ -29,6 +30,20 @@ def _dcmtk_first_on_path() -> None:
 
 
 _dcmtk_first_on_path()
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_receiving_signals_left() -> Iterator[None]:
+    """Remove the receiving-signal files (``pacs_lite.activity``) that this session's archives made.
+
+    ``pacs-lite serve`` removes its own at shutdown; archives built directly in tests have no
+    shutdown, and each test's configuration has its own file.
+    """
+    folder = receiving_signal_path(make_config(Path.cwd())).parent
+    before = set(folder.glob(f"pacs-lite-{os.getuid()}-*.receiving"))
+    yield
+    for path in set(folder.glob(f"pacs-lite-{os.getuid()}-*.receiving")) - before:
+        path.unlink(missing_ok=True)
+
 
 @pytest.fixture(scope="session")
 def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedFS]:
