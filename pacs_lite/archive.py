@@ -56,5 +56,6 @@ class Archive:
         self.retrieval = RetrievalService(self.catalog, self.store)
 
     def close(self) -> None:
+        self.ingest.close()
         self.catalog.close()
         self.store.close()

@@ -39,6 +39,7 @@ from .archive import Archive
 from .catalog import CatalogUnavailable, StoredInstance
 from .config import Config
 from .faults import crash_point
+from .ingest import PIXEL_DATA
 from .metrics import COMPRESSION, count_error
 from .retrieval import RetrievalError, encode_part10
 
@@ -118,7 +119,6 @@ def compress_instance(archive: Archive, sop_instance_uid: str, target: str, *,
 #: What the codec reads of a dataset: the Image Pixel attributes and the pixel data elements.
 _PIXEL_MODULE = ["Rows", "Columns", "NumberOfFrames", "SamplesPerPixel", "BitsAllocated", "BitsStored", "HighBit",
                  "PixelRepresentation", "PlanarConfiguration", "PhotometricInterpretation", "PixelData"]
-_PIXEL_DATA = 0x7FE00010
 _PIXEL_DATA_HEADER = struct.pack("<HH2sHI", 0x7FE0, 0x0010, b"OB", 0, 0xFFFFFFFF)  # encapsulated: undefined length
 _SEQUENCE_DELIMITER = b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
 #: A group length that would go stale, an extended offset table, float pixel data: the general path.
@@ -143,7 +143,7 @@ def compress_spliced(data: bytes, target: str) -> bytes | None:
     if transfer_syntax != dicomfile.EXPLICIT_LE:
         return None
     header = dicomheader.read_header(body, transfer_syntax)
-    span = header.value_span(_PIXEL_DATA)
+    span = header.value_span(PIXEL_DATA)
     if span is None or any(header.has(tag) for tag in _NO_SPLICE) or (header.int(0x00280002) or 1) != 1:
         return None
     start, length = span

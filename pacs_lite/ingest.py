@@ -36,8 +36,6 @@ from .uids import MAX_UID_LENGTH, is_uid
 
 log = logging.getLogger(__name__)
 
-
-
 # DICOM status codes used on the ingest path
 SUCCESS = 0x0000
 OUT_OF_RESOURCES = 0xA700
@@ -133,6 +131,10 @@ class IngestService:
         self.duplicates = duplicates
         self.max_object_bytes = max_object_bytes
         self.metrics = metrics
+
+    def close(self) -> None:
+        """Stop the checksum helper threads (idle ones; they would otherwise live until exit)."""
+        self._hasher.shutdown(wait=False)
 
     # -- entry points ------------------------------------------------------------------------
 
