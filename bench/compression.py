@@ -2,8 +2,8 @@
 
 ``python -m bench.compression [--out DIR] [--quick]`` compresses every native image of
 the ``pydicom-data`` package and slices of the generated 512x512 CT series with each
-lossless target of :mod:`storage.codecs`, exactly as the compression workers do
-(``codecs.compress(..., verify=True)``: encode, decode, compare), and reports the stored
+lossless target of :mod:`storage.pixels`, exactly as the compression workers do
+(``pixels.compress(..., verify=True)``: encode, decode, compare), and reports the stored
 pixel bytes as a fraction of the raw pixel bytes, per modality and codec, against the
 targets (CT <= 0.25x, MR <= 0.30x, CR/DX <= 0.45x with the default codec).
 """
@@ -21,7 +21,7 @@ import pydicom
 from pydicom.encaps import generate_fragments
 
 from bench.data import _shifted, pydicom_data_dir
-from storage import codecs
+from storage import pixels
 
 TARGETS = {"jpeg-ls": "1.2.840.10008.1.2.4.80", "htj2k": "1.2.840.10008.1.2.4.201",
            "jpeg2000": "1.2.840.10008.1.2.4.90", "rle": "1.2.840.10008.1.2.5"}
@@ -70,8 +70,8 @@ def measure(quick: bool = False) -> dict:
         for codec, uid in TARGETS.items():
             started = time.perf_counter()
             try:
-                out = codecs.compress(ds, uid, verify=True)
-            except codecs.CodecError as exc:
+                out = pixels.compress(ds, uid, verify=True)
+            except pixels.CodecError as exc:
                 refused[codec].append(f"{name}: {getattr(exc, 'reason', '') or exc}"[:120])
                 continue
             times[(modality, codec)].append(time.perf_counter() - started)

@@ -26,6 +26,8 @@ from urllib.parse import urlencode
 
 import requests
 
+from harness.processes import memory_kib
+
 from . import data as bdata
 from .report import Results, Target
 from .systems import (
@@ -34,7 +36,6 @@ from .systems import (
     PacsLite,
     Storescp,
     ensure_running,
-    memory_kib,
     wait_all_ready,
 )
 
@@ -399,7 +400,7 @@ def load_base(ctx: Context, key: str, sets: Sequence[str] = ("ct",)) -> dict[str
         before = system.stored_bytes()
         count_before = system.instance_count()
         if name == "real":
-            from tests.support.dcmtk import store_in_own_syntax
+            from harness.dcmtk import store_in_own_syntax
 
             run = store_in_own_syntax(system.dicom_port, dataset.files, ctx.workdir / "corpus" / key,
                                       aec=system.aet, aet=SCU_AET, env={"TCP_NODELAY": "1"}, timeout=600)

@@ -3,7 +3,7 @@
 * :class:`PacsLite` runs ``pacs-lite serve`` as a user would: a subprocess in its own
   working directory (data under ``./pacs-data``), configured only through
   ``PACS_LITE_*`` environment variables.
-* :class:`OrthancSystem` wraps the test suite's :class:`tests.support.orthanc.Orthanc`
+* :class:`OrthancSystem` wraps :class:`harness.orthanc.Orthanc` (shared with the tests)
   (Debian Orthanc 1.10, SQLite index, filesystem storage, DICOMweb plugin, optional
   ``StorageCompression``, ``TcpNoDelay`` and ``TCP_NODELAY=1`` for its dcmtk).
 * :class:`Storescp` is dcmtk's ``storescp`` writing files, the floor for C-STORE.
@@ -28,9 +28,9 @@ from typing import Any
 
 import requests
 
-from tests.support.net import LOOPBACK, free_ports, port_is_open
-from tests.support.orthanc import DICOMWEB_PLUGIN, ORTHANC_BINARY, Orthanc
-from tests.support.processes import ManagedProcess
+from harness.net import LOOPBACK, free_ports, http_url, port_is_open
+from harness.orthanc import DICOMWEB_PLUGIN, ORTHANC_BINARY, Orthanc
+from harness.processes import ManagedProcess, kill_group_members, process_tree
 
 #: The AE title every benchmark SCU calls with (Orthanc lists it as a known modality).
 SCU_AET = "BENCHSCU"
@@ -92,44 +92,7 @@ def tool_versions() -> dict[str, str]:
     }
 
 
-# -- process trees ----------------------------------------------------------------------------
-
-
-def process_tree(root: int) -> list[int]:
-    """``root`` and all its descendants (scanning ``/proc``)."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as fh:
-                stat = fh.read()
-        except OSError:
-            continue
-        ppid = int(stat[stat.rfind(b")") + 2:].split()[1])
-        children.setdefault(ppid, []).append(int(entry))
-    out, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        out.append(pid)
-        todo.extend(children.get(pid, ()))
-    return out
-
-
-def memory_kib(pids: Iterable[int]) -> tuple[int, int]:
-    """Sum of VmRSS and of VmHWM (peak RSS) over ``pids``, in KiB."""
-    rss = hwm = 0
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/status") as fh:
-                for line in fh:
-                    if line.startswith("VmRSS:"):
-                        rss += int(line.split()[1])
-                    elif line.startswith("VmHWM:"):
-                        hwm += int(line.split()[1])
-        except OSError:
-            continue
-    return rss, hwm
+# -- sizes -------------------------------------------------------------------------------------
 
 
 def directory_bytes(path: Path) -> int:
@@ -174,11 +137,11 @@ class PacsLite:
 
     @property
     def url(self) -> str:
-        return f"http://{LOOPBACK}:{self.http_port}"
+        return http_url(self.http_port)
 
     @property
     def dicomweb(self) -> str:
-        return self.url + "/dicomweb"
+        return http_url(self.http_port, "/dicomweb")
 
     @property
     def objects_dir(self) -> Path:
@@ -239,7 +202,7 @@ class PacsLite:
                 proc.wait(timeout)
             except subprocess.TimeoutExpired:
                 print(f"  note: {self.label} did not stop within {timeout:.0f} s of SIGTERM; killed")
-        _kill_group(proc.pid)
+        kill_group_members(proc.pid)
         process.kill()
 
     @property
@@ -278,22 +241,6 @@ class PacsLite:
 
     def log_tail(self, lines: int = 30) -> str:
         return self.process.log_tail(lines) if self.process else ""
-
-
-def _kill_group(pgid: int) -> None:
-    """SIGKILL the processes still in process group ``pgid`` (one we created), one by one by id."""
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as fh:
-                stat = fh.read()
-        except OSError:
-            continue
-        fields = stat[stat.rfind(b")") + 2:].split()
-        if int(fields[2]) == pgid:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(int(entry), signal.SIGKILL)
 
 
 # -- Orthanc ----------------------------------------------------------------------------------

@@ -5,7 +5,7 @@ answers at once. A runner thread claims jobs, checks each referenced instance (i
 same SOP class, object present with its recorded SHA-256) and sends the N-EVENT-REPORT
 on a new association to the calling AE's configured address, retrying with
 exponential backoff while the peer cannot be reached. Several nodes sharing one
-PostgreSQL index share the queue (``claim_job`` skips jobs another node holds).
+PostgreSQL index share the queue (``catalog.jobs.claim`` skips jobs another node holds).
 """
 
 from __future__ import annotations
@@ -22,9 +22,11 @@ from typing import TYPE_CHECKING, Any
 from pydicom.dataset import Dataset
 from pynetdicom import build_role
 from pynetdicom.presentation import build_context
+from pynetdicom.sop_class import StorageCommitmentPushModel
 
 from pacs_lite.catalog import CatalogUnavailable
-from pacs_lite.retrieval import RetrievalError
+from pacs_lite.retrieval import Failure, RetrievalError
+from pacs_lite.status import Status
 
 if TYPE_CHECKING:  # pragma: no cover
     from pynetdicom.ae import ApplicationEntity
@@ -35,12 +37,9 @@ if TYPE_CHECKING:  # pragma: no cover
 log = logging.getLogger("dicom_scp.commitment")
 
 JOB_KIND = "commitment"
-STORAGE_COMMITMENT_PUSH = "1.2.840.10008.1.20.1"
+#: The well-known SOP Instance of the Storage Commitment Push Model (PS3.4 J.3.5)
 STORAGE_COMMITMENT_INSTANCE = "1.2.840.10008.1.20.1.1"
 
-NO_SUCH_INSTANCE = 0x0112
-CLASS_INSTANCE_CONFLICT = 0x0119
-PROCESSING_FAILURE = 0x0110
 
 
 class DeliveryError(Exception):
@@ -134,7 +133,7 @@ class CommitmentService:
 
     def enqueue(self, calling_ae: str, transaction_uid: str, refs: Sequence[tuple[str, str]]) -> None:
         """Record a request durably and wake the runner."""
-        self.archive.catalog.add_job(
+        self.archive.catalog.jobs.add(
             JOB_KIND,
             {
                 "calling_ae": calling_ae,
@@ -178,7 +177,7 @@ class CommitmentService:
 
     def run_once(self) -> bool:
         """Claim and process one queued job; ``False`` when there was none."""
-        job = self.archive.catalog.claim_job([JOB_KIND], self.worker, lease_seconds=self.lease_seconds)
+        job = self.archive.catalog.jobs.claim([JOB_KIND], self.worker, lease_seconds=self.lease_seconds)
         if job is None:
             return False
         job_id, _, payload, attempts = job
@@ -194,7 +193,7 @@ class CommitmentService:
                     attempts,
                     message,
                 )
-                self.archive.catalog.finish_job(job_id, error=message)
+                self.archive.catalog.jobs.finish(job_id, error=message)
             else:
                 delay = min(self.retry_max, self.retry_base * 2 ** (attempts - 1))
                 log.warning(
@@ -204,9 +203,9 @@ class CommitmentService:
                     message,
                     delay,
                 )
-                self.archive.catalog.finish_job(job_id, error=message, retry_in=delay)
+                self.archive.catalog.jobs.finish(job_id, error=message, retry_in=delay)
             return True
-        self.archive.catalog.finish_job(job_id)
+        self.archive.catalog.jobs.finish(job_id)
         log.info(
             "storage commitment report %s sent to %s: %d committed, %d failed",
             result.transaction_uid,
@@ -242,15 +241,15 @@ class CommitmentService:
         """``None`` when committed, else the Failure Reason."""
         inst = self.archive.catalog.lookup_instance(sop_uid)
         if inst is None:
-            return NO_SUCH_INSTANCE
+            return Status.NO_SUCH_SOP_INSTANCE
         if inst.sop_class_uid != sop_class:
-            return CLASS_INSTANCE_CONFLICT
+            return Status.CLASS_INSTANCE_CONFLICT
         try:
             self.archive.retrieval.read(inst)  # verifies the recorded SHA-256
         except RetrievalError as exc:
-            if exc.kind == "unavailable":
+            if exc.kind is Failure.UNAVAILABLE:
                 raise DeliveryError(f"object store unavailable: {exc}") from None
-            return PROCESSING_FAILURE
+            return Status.PROCESSING_FAILURE
         return None
 
     def send(self, peer: Peer, result: CommitmentResult) -> None:
@@ -260,9 +259,9 @@ class CommitmentService:
         assoc = self.ae.associate(
             peer.host,
             peer.port,
-            contexts=[build_context(STORAGE_COMMITMENT_PUSH)],
+            contexts=[build_context(StorageCommitmentPushModel)],
             ae_title=peer.ae_title,
-            ext_neg=[build_role(STORAGE_COMMITMENT_PUSH, scu_role=False, scp_role=True)],
+            ext_neg=[build_role(StorageCommitmentPushModel, scu_role=False, scp_role=True)],
             max_pdu=self.config["dicom"]["max_pdu_length"],
         )
         if not assoc.is_established:
@@ -271,7 +270,7 @@ class CommitmentService:
             rsp, _ = assoc.send_n_event_report(
                 result.report(self.config["dicom"]["ae_title"]),
                 result.event_type,
-                STORAGE_COMMITMENT_PUSH,
+                StorageCommitmentPushModel,
                 STORAGE_COMMITMENT_INSTANCE,
             )
         finally:
@@ -280,5 +279,5 @@ class CommitmentService:
         code = rsp.get("Status")
         if code is None:
             raise DeliveryError("no N-EVENT-REPORT response from the peer")
-        if code != 0x0000:
+        if code != Status.SUCCESS:
             raise DeliveryError(f"peer answered the N-EVENT-REPORT with status 0x{int(code):04X}")

@@ -5,7 +5,7 @@ polling threads and rebuilds the message, which costs about 4 ms per C-STORE: mo
 than the whole ingest and the cap on what one association can deliver. Once an
 association is established, :class:`StoreReceiver` reads the P-DATA-TF PDUs itself.
 A message whose command is a C-STORE-RQ on an accepted storage context is assembled
-here (fragments copied into one buffer as they arrive), handed to the store callback,
+here (fragments copied into one buffer as they arrive), handed to the ingest callback,
 and answered with a C-STORE-RSP written to the socket. Anything else (C-ECHO, C-FIND,
 A-RELEASE, A-ABORT, a malformed PDU) is handed back to pynetdicom to handle as usual:
 the PDV items read so far re-encoded (one per P-DATA-TF), then the rest unread. So
@@ -55,7 +55,7 @@ MAX_COMMAND_BYTES = 64 * 1024
 #: Seconds to wait for the peer's next message before handing the socket back to pynetdicom
 LINGER = 0.05
 
-#: ``store(assoc, transfer_syntax, sop_class, sop_instance, dataset) -> (status, error_comment)``
+#: ``ingest(assoc, transfer_syntax, sop_class, sop_instance, dataset) -> (status, error_comment)``
 StoreCallback = Callable[["Association", str, "str | None", "str | None", bytearray], tuple[int, str]]
 #: ``idle(assoc)``: whether no handler of ours is working for the association through pynetdicom
 IdleCallback = Callable[["Association"], bool]
@@ -174,7 +174,7 @@ class StoreReceiver:
         The association (acceptor side).
     storage_classes
         SOP Class UIDs of the storage service: C-STORE on other contexts goes to pynetdicom.
-    store
+    ingest
         Called with each received dataset; returns the status and error comment to send.
     max_message_bytes
         Bytes of one message (PDU headers included) beyond which the connection is aborted
@@ -185,11 +185,11 @@ class StoreReceiver:
     """
 
     def __init__(self, sock: GuardedSocket, assoc: Association, storage_classes: frozenset[str],
-                 store: StoreCallback, max_message_bytes: int, idle: IdleCallback | None = None) -> None:
+                 ingest: StoreCallback, max_message_bytes: int, idle: IdleCallback | None = None) -> None:
         self.sock = sock
         self.assoc = assoc
         self.storage_classes = storage_classes
-        self.store = store
+        self.ingest = ingest
         self.max_message_bytes = max_message_bytes
         self.idle = idle
         self._contexts: dict[int, tuple[str, str]] | None = None
@@ -260,7 +260,7 @@ class StoreReceiver:
             raise _Declined
         dataset = self._read_dataset(context_id)
         keep_alive(self.assoc)
-        status, comment = self.store(self.assoc, context[1], _uid(values, AFFECTED_SOP_CLASS),
+        status, comment = self.ingest(self.assoc, context[1], _uid(values, AFFECTED_SOP_CLASS),
                                      _uid(values, AFFECTED_SOP_INSTANCE), dataset)
         response = store_response(message_id, values.get(AFFECTED_SOP_CLASS, b""),
                                   values.get(AFFECTED_SOP_INSTANCE, b""), status & 0xFFFF, comment)

@@ -22,13 +22,15 @@ from pydicom.dataset import Dataset
 from pynetdicom import evt
 from pynetdicom.association import Association
 from pynetdicom.presentation import PresentationContext, build_context
+from pynetdicom.sop_class import Verification
 
-from pacs_lite import dicomfile
 from pacs_lite.catalog import CatalogUnavailable, QueryError, StoredInstance
 from pacs_lite.retrieval import RetrievalError
+from pacs_lite.status import Status
+from pacs_lite.syntaxes import UNCOMPRESSED_OFFER
 
 from .cstore import keep_alive
-from .query import IDENTIFIER_MISMATCH, IdentifierError, build_response, iter_matches, parse_query, retrieve_instances
+from .query import IdentifierError, build_response, iter_matches, parse_query, retrieve_instances
 
 if TYPE_CHECKING:  # pragma: no cover
     from pacs_lite.archive import Archive
@@ -38,21 +40,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger("dicom_scp")
 
-SUCCESS = 0x0000
-PENDING = 0xFF00
-CANCEL = 0xFE00
-OUT_OF_RESOURCES = 0xA700
-UNABLE_TO_PROCESS = 0xC000
-NOT_AUTHORISED = 0x0124
-NO_SUCH_ACTION = 0x0123
-PROCESSING_FAILURE = 0x0110
-INVALID_ARGUMENT = 0x0115
-
-EXPLICIT_LE = dicomfile.EXPLICIT_LE
-IMPLICIT_LE = dicomfile.IMPLICIT_LE
-UNCOMPRESSED = (EXPLICIT_LE, IMPLICIT_LE)
-VERIFICATION = "1.2.840.10008.1.1"
-LITTLE_ENDIAN_NATIVE = frozenset({IMPLICIT_LE, EXPLICIT_LE, dicomfile.DEFLATED_LE})
 MAX_CONTEXTS = 128
 MAX_COMMITMENT_REFERENCES = 50_000
 #: C-FIND responses queued for sending before the handler waits for the network.
@@ -230,30 +217,54 @@ class DimseServices:
     # -- access ----------------------------------------------------------------------------
 
     def on_requested(self, event: evt.Event) -> None:
-        """A-ASSOCIATE-RQ received: unless anyone may call, only known peers (AE title and host)."""
+        """A-ASSOCIATE-RQ received: our AE title must be called; unless anyone may call, only known peers.
+
+        Every rejection is logged with its reason: the called AE title is not ours, the calling AE title
+        is not a configured peer, or it is one but connects from another host than the one configured.
+        """
         assoc = event.assoc
+        primitive = assoc.requestor.primitive
+        title = str(getattr(primitive, "calling_ae_title", "") or "").strip()
+        called = str(getattr(primitive, "called_ae_title", "") or "").strip()
+        address = peer_address(assoc)
+        ours = self.config.get("dicom", "ae_title").strip()
+        if called != ours:
+            self._reject(assoc, 0x07, f"calling AE {safe_text(title, 16)!r} at {address} called AE "
+                                      f"{safe_text(called, 16)!r}, but this server is {ours!r} (dicom.ae_title)")
+            return
         if self.config.any_caller_allowed():
             return
-        title = str(getattr(assoc.requestor.primitive, "calling_ae_title", "") or "").strip()
-        address = peer_address(assoc)
-        if any(p.ae_title == title and host_matches(p.host, address) for p in self.config.peers):
+        known = [p for p in self.config.peers if p.ae_title == title]
+        if any(host_matches(p.host, address) for p in known):
             return
-        log.warning("association rejected: calling AE %r at %s is not a configured peer", safe_text(title, 16), address)
-        assoc.acse.send_reject(0x01, 0x01, 0x03)  # rejected-permanent, service-user, calling AE not recognised
+        if known:
+            hosts = ", ".join(sorted({p.host for p in known}))
+            reason = (f"calling AE {safe_text(title, 16)!r} connects from {address}, "
+                      f"but its [[dicom.peers]] entry names host {hosts}")
+        else:
+            reason = (f"calling AE {safe_text(title, 16)!r} at {address} is not a configured peer "
+                      f"(add it to [[dicom.peers]], or set dicom.allow_any_caller)")
+        self._reject(assoc, 0x03, reason)
+
+    @staticmethod
+    def _reject(assoc: Association, reason_code: int, reason: str) -> None:
+        """Send A-ASSOCIATE-RJ (rejected-permanent, service-user, ``reason_code``) after logging why."""
+        log.warning("association rejected: %s", reason)
+        assoc.acse.send_reject(0x01, 0x01, reason_code)  # 0x03: calling AE not recognised; 0x07: called AE
         assoc.kill()  # waits until the A-ASSOCIATE-RJ is out and the connection closed
 
     # -- verification and storage -------------------------------------------------------------
 
     def on_echo(self, event: evt.Event) -> int:
         self.associations.count(event.assoc, "C-ECHO")
-        return SUCCESS
+        return Status.SUCCESS
 
     def on_store(self, event: evt.Event) -> int | Dataset:
         """C-STORE through pynetdicom (the store receiver leaves it the odd cases): as :meth:`store`."""
         req = event.request
         view = req.DataSet.getbuffer()
         try:
-            code, comment = self.store(event.assoc, str(event.context.transfer_syntax),
+            code, comment = self.ingest_c_store(event.assoc, str(event.context.transfer_syntax),
                                        _text_or_none(req.AffectedSOPClassUID),
                                        _text_or_none(req.AffectedSOPInstanceUID), view)
         finally:
@@ -263,7 +274,7 @@ class DimseServices:
                 pass
         return status(code, comment) if comment else code
 
-    def store(self, assoc: Association, transfer_syntax: str, sop_class_uid: str | None,
+    def ingest_c_store(self, assoc: Association, transfer_syntax: str, sop_class_uid: str | None,
               sop_instance_uid: str | None, dataset: bytes | memoryview) -> tuple[int, str]:
         """Ingest the dataset bytes as received (never decoded here); the status and error comment to send."""
         stats = self.associations.get(assoc)
@@ -274,12 +285,12 @@ class DimseServices:
         except Exception as exc:  # noqa: BLE001 - never abort on a dataset problem
             log.error("C-STORE failed unexpectedly: %s", type(exc).__name__)
             stats.failed += 1
-            return OUT_OF_RESOURCES, "internal error while storing; retry later"
+            return Status.OUT_OF_RESOURCES, "internal error while storing; retry later"
         finally:
             keep_alive(assoc)
         if result.ok:
             stats.stored += 1
-            return SUCCESS, ""
+            return Status.SUCCESS, ""
         stats.failed += 1
         return result.dicom_status, safe_text(result.reason or result.status, 64)
 
@@ -294,27 +305,27 @@ class DimseServices:
             yield status(exc.status, exc.comment), None
             return
         except Exception:  # noqa: BLE001 - an identifier pydicom cannot decode
-            yield status(UNABLE_TO_PROCESS, "cannot decode the query identifier"), None
+            yield status(Status.CANNOT_UNDERSTAND, "cannot decode the query identifier"), None
             return
         try:
             for row, metadata in iter_matches(self.archive.catalog, query):
                 wait_for_send_queue(event.assoc, self.send_timeout)
                 keep_alive(event.assoc)
                 if event.is_cancelled:
-                    yield CANCEL, None
+                    yield Status.CANCEL, None
                     return
-                yield PENDING, build_response(query, row, metadata, self.ae_title)
+                yield Status.PENDING, build_response(query, row, metadata, self.ae_title)
         except QueryError as exc:
-            yield status(IDENTIFIER_MISMATCH, str(exc)), None
+            yield status(Status.DATASET_DOES_NOT_MATCH_SOP_CLASS, str(exc)), None
             return
         except CatalogUnavailable:
-            yield status(OUT_OF_RESOURCES, "index unavailable; retry later"), None
+            yield status(Status.OUT_OF_RESOURCES, "index unavailable; retry later"), None
             return
         except Exception as exc:  # noqa: BLE001
             log.error("C-FIND failed unexpectedly: %s", type(exc).__name__)
-            yield status(UNABLE_TO_PROCESS, "internal error while searching"), None
+            yield status(Status.CANNOT_UNDERSTAND, "internal error while searching"), None
             return
-        yield SUCCESS, None
+        yield Status.SUCCESS, None
 
     # -- retrieve ----------------------------------------------------------------------------
 
@@ -333,9 +344,9 @@ class DimseServices:
         for inst in instances:
             keep_alive(event.assoc)
             if event.is_cancelled:
-                yield CANCEL, None
+                yield Status.CANCEL, None
                 return
-            yield PENDING, self._prepare(inst, accepted_syntaxes(event.assoc, inst.sop_class_uid))
+            yield Status.PENDING, self._prepare(inst, accepted_syntaxes(event.assoc, inst.sop_class_uid))
         keep_alive(event.assoc)
 
     def on_move(self, event: evt.Event) -> Iterator[Any]:
@@ -359,7 +370,7 @@ class DimseServices:
         def remember(sub: evt.Event) -> None:
             accepted_by["assoc"] = sub.assoc
 
-        contexts = move_contexts(instances) if instances else [build_context(VERIFICATION)]
+        contexts = move_contexts(instances) if instances else [build_context(Verification)]
         yield (
             peer.host,
             peer.port,
@@ -374,10 +385,10 @@ class DimseServices:
         for inst in instances:
             keep_alive(event.assoc)
             if event.is_cancelled:
-                yield CANCEL, None
+                yield Status.CANCEL, None
                 return
             accepted = accepted_syntaxes(sub, inst.sop_class_uid) if sub is not None else []
-            yield PENDING, self._prepare(inst, accepted)
+            yield Status.PENDING, self._prepare(inst, accepted)
         keep_alive(event.assoc)
 
     def _prepare(self, inst: StoredInstance, accepted: Sequence[str]) -> Dataset:
@@ -391,15 +402,17 @@ class DimseServices:
         failed = Dataset()
         failed.SOPInstanceUID = inst.sop_instance_uid
         if not accepted:
-            log.info("retrieve: the peer accepted no presentation context for SOP class %s", inst.sop_class_uid)
+            log.info("retrieve: instance %s not sent: the peer accepted no presentation context for SOP class %s",
+                     inst.sop_instance_uid, inst.sop_class_uid)
             return failed
         try:
-            delivered = self.archive.retrieval.deliver(inst, deliverable(inst.transfer_syntax_uid, accepted))
-            return dicomfile.read_part10(delivered.data)
+            return self.archive.retrieval.dataset_for_peer(inst, accepted)
         except RetrievalError as exc:
-            log.warning("retrieve: instance cannot be delivered (%s): %s", exc.kind, exc)
+            log.warning("retrieve: instance %s cannot be delivered (%s), its sub-operation fails: %s",
+                        inst.sop_instance_uid, exc.kind, exc)
         except Exception as exc:  # noqa: BLE001
-            log.error("retrieve: unexpected error preparing an instance: %s", type(exc).__name__)
+            log.error("retrieve: unexpected error preparing instance %s: %s", inst.sop_instance_uid,
+                      type(exc).__name__)
         return failed
 
     # -- storage commitment ---------------------------------------------------------------------
@@ -413,15 +426,15 @@ class DimseServices:
         self.associations.count(event.assoc, "N-ACTION")
         try:
             if event.request.ActionTypeID != 1:
-                return status(NO_SUCH_ACTION, "only action type 1 (request commitment)"), None
+                return status(Status.NO_SUCH_ACTION_TYPE, "only action type 1 (request commitment)"), None
             caller = str(getattr(event.assoc.requestor.primitive, "calling_ae_title", "") or "").strip()
             address = peer_address(event.assoc)
             if not any(p.ae_title == caller and host_matches(p.host, address) for p in self.config.peers):
-                return status(NOT_AUTHORISED, "storage commitment needs a configured peer"), None
+                return status(Status.NOT_AUTHORIZED, "storage commitment needs a configured peer"), None
             info = event.action_information
             transaction = str(info.get("TransactionUID", "") or "").strip()
             if not transaction or len(transaction) > 64:
-                return status(INVALID_ARGUMENT, "Transaction UID missing or invalid"), None
+                return status(Status.INVALID_ARGUMENT_VALUE, "Transaction UID missing or invalid"), None
             refs = []
             for item in info.get("ReferencedSOPSequence", None) or []:
                 refs.append(
@@ -431,14 +444,14 @@ class DimseServices:
                     )
                 )
             if not refs or len(refs) > MAX_COMMITMENT_REFERENCES:
-                return status(INVALID_ARGUMENT, "Referenced SOP Sequence empty or too long"), None
+                return status(Status.INVALID_ARGUMENT_VALUE, "Referenced SOP Sequence empty or too long"), None
             self.commitment.enqueue(caller, transaction, refs)
         except CatalogUnavailable:
-            return status(PROCESSING_FAILURE, "index unavailable; retry later"), None
+            return status(Status.PROCESSING_FAILURE, "index unavailable; retry later"), None
         except Exception as exc:  # noqa: BLE001
             log.error("N-ACTION failed unexpectedly: %s", type(exc).__name__)
-            return status(PROCESSING_FAILURE, "cannot process the commitment request"), None
-        return SUCCESS, None
+            return status(Status.PROCESSING_FAILURE, "cannot process the commitment request"), None
+        return Status.SUCCESS, None
 
 
 def _text_or_none(value: Any) -> str | None:
@@ -449,36 +462,20 @@ def _retrieve_failure(exc: BaseException) -> Dataset:
     if isinstance(exc, IdentifierError):
         return status(exc.status, exc.comment)
     if isinstance(exc, QueryError):
-        return status(IDENTIFIER_MISMATCH, str(exc))
+        return status(Status.DATASET_DOES_NOT_MATCH_SOP_CLASS, str(exc))
     if isinstance(exc, CatalogUnavailable):
-        return status(OUT_OF_RESOURCES, "index unavailable; retry later")
+        return status(Status.OUT_OF_RESOURCES, "index unavailable; retry later")
     log.error("retrieve failed unexpectedly: %s", type(exc).__name__)
-    return status(UNABLE_TO_PROCESS, "cannot process the retrieve identifier")
+    return status(Status.CANNOT_UNDERSTAND, "cannot process the retrieve identifier")
 
 
 def accepted_syntaxes(assoc: Association, sop_class_uid: str) -> list[str]:
-    """Transfer syntaxes accepted on ``assoc`` for sending ``sop_class_uid`` (uncompressed first)."""
-    found = [
+    """Transfer syntaxes the peer accepted on ``assoc`` for our sending ``sop_class_uid``."""
+    return list(dict.fromkeys(
         str(cx.transfer_syntax[0])
         for cx in assoc.accepted_contexts
         if cx.abstract_syntax == sop_class_uid and cx.as_scu
-    ]
-    ordered = [ts for ts in UNCOMPRESSED if ts in found]
-    return ordered + [ts for ts in dict.fromkeys(found) if ts not in ordered]
-
-
-def deliverable(stored: str, accepted: Sequence[str]) -> list[str]:
-    """The syntaxes to ask :meth:`RetrievalService.deliver` for.
-
-    An object stored in a little-endian native syntax (implicit, explicit or deflated)
-    is sent as stored when the peer accepted another of those: pynetdicom re-encodes
-    the VR form (explicit/implicit, deflate) when it writes the C-STORE, which is
-    lossless and cheap; it never converts across endianness or compression. Any other
-    difference is real transcoding, done by the retrieval service.
-    """
-    if stored in LITTLE_ENDIAN_NATIVE and stored not in accepted and any(ts in LITTLE_ENDIAN_NATIVE for ts in accepted):
-        return [stored]
-    return list(accepted)
+    ))
 
 
 def move_contexts(instances: Sequence[StoredInstance]) -> list[PresentationContext]:
@@ -497,10 +494,10 @@ def move_contexts(instances: Sequence[StoredInstance]) -> list[PresentationConte
     contexts: list[PresentationContext] = []
     for sop_class in classes:
         for ts in by_class[sop_class]:
-            if ts not in UNCOMPRESSED and budget > 0:
+            if ts not in UNCOMPRESSED_OFFER and budget > 0:
                 contexts.append(build_context(sop_class, [ts]))
                 budget -= 1
-        contexts.append(build_context(sop_class, list(UNCOMPRESSED)))
+        contexts.append(build_context(sop_class, list(UNCOMPRESSED_OFFER)))
     return contexts
 
 

@@ -15,27 +15,31 @@ from pydicom.datadict import dictionary_VR
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.tag import Tag
+from pynetdicom.sop_class import (
+    PatientRootQueryRetrieveInformationModelFind,
+    PatientRootQueryRetrieveInformationModelGet,
+    PatientRootQueryRetrieveInformationModelMove,
+    StudyRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelGet,
+    StudyRootQueryRetrieveInformationModelMove,
+)
 
 from pacs_lite.catalog import Catalog, StoredInstance
 from pacs_lite.catalog.attributes import ATTRIBUTES, LEVELS, level_rank
+from pacs_lite.status import Status
 from pacs_lite.uids import is_uid
-
-#: Status for an identifier that does not fit the information model.
-IDENTIFIER_MISMATCH = 0xA900
-#: Status for an identifier we cannot process.
-UNABLE_TO_PROCESS = 0xC000
 
 PATIENT_ROOT = ("PATIENT", "STUDY", "SERIES", "IMAGE")
 STUDY_ROOT = ("STUDY", "SERIES", "IMAGE")
 
 #: Query/Retrieve information models: SOP Class UID -> the levels it allows.
 MODELS: dict[str, tuple[str, ...]] = {
-    "1.2.840.10008.5.1.4.1.2.1.1": PATIENT_ROOT,  # Patient Root FIND
-    "1.2.840.10008.5.1.4.1.2.1.2": PATIENT_ROOT,  # Patient Root MOVE
-    "1.2.840.10008.5.1.4.1.2.1.3": PATIENT_ROOT,  # Patient Root GET
-    "1.2.840.10008.5.1.4.1.2.2.1": STUDY_ROOT,  # Study Root FIND
-    "1.2.840.10008.5.1.4.1.2.2.2": STUDY_ROOT,  # Study Root MOVE
-    "1.2.840.10008.5.1.4.1.2.2.3": STUDY_ROOT,  # Study Root GET
+    PatientRootQueryRetrieveInformationModelFind: PATIENT_ROOT,
+    PatientRootQueryRetrieveInformationModelMove: PATIENT_ROOT,
+    PatientRootQueryRetrieveInformationModelGet: PATIENT_ROOT,
+    StudyRootQueryRetrieveInformationModelFind: STUDY_ROOT,
+    StudyRootQueryRetrieveInformationModelMove: STUDY_ROOT,
+    StudyRootQueryRetrieveInformationModelGet: STUDY_ROOT,
 }
 
 #: The unique key of each level.
@@ -99,12 +103,12 @@ def query_level(identifier: Dataset, sop_class_uid: str) -> str:
     """The identifier's Query/Retrieve Level, checked against the information model."""
     levels = MODELS.get(str(sop_class_uid))
     if levels is None:
-        raise IdentifierError(IDENTIFIER_MISMATCH, "unsupported query/retrieve information model")
+        raise IdentifierError(Status.DATASET_DOES_NOT_MATCH_SOP_CLASS, "unsupported query/retrieve information model")
     level = value_text(identifier.get("QueryRetrieveLevel", "")).strip().upper()
     if not level:
-        raise IdentifierError(IDENTIFIER_MISMATCH, "Query/Retrieve Level (0008,0052) is missing")
+        raise IdentifierError(Status.DATASET_DOES_NOT_MATCH_SOP_CLASS, "Query/Retrieve Level (0008,0052) is missing")
     if level not in levels:
-        raise IdentifierError(IDENTIFIER_MISMATCH, f"level {level[:16]!r} is not valid in this model")
+        raise IdentifierError(Status.DATASET_DOES_NOT_MATCH_SOP_CLASS, f"level {level[:16]!r} is not valid in this model")
     return level
 
 
@@ -234,10 +238,10 @@ def _is_ascii(value: Any) -> bool:
 def _uid_list(identifier: Dataset, keyword: str, *, required: bool) -> list[str]:
     uids = [u.strip() for u in value_text(identifier.get(keyword)).split("\\") if u.strip()]
     if required and not uids:
-        raise IdentifierError(IDENTIFIER_MISMATCH, f"{keyword} is required at this level")
+        raise IdentifierError(Status.DATASET_DOES_NOT_MATCH_SOP_CLASS, f"{keyword} is required at this level")
     for uid in uids:
         if not is_uid(uid):
-            raise IdentifierError(IDENTIFIER_MISMATCH, f"{keyword} is not a valid UID")
+            raise IdentifierError(Status.DATASET_DOES_NOT_MATCH_SOP_CLASS, f"{keyword} is not a valid UID")
     return uids
 
 
@@ -252,9 +256,9 @@ def retrieve_instances(catalog: Catalog, identifier: Dataset, sop_class_uid: str
     if level == "PATIENT":
         ids = [p for p in value_text(identifier.get("PatientID")).split("\\") if p.strip()]
         if not ids:
-            raise IdentifierError(IDENTIFIER_MISMATCH, "PatientID is required at the PATIENT level")
+            raise IdentifierError(Status.DATASET_DOES_NOT_MATCH_SOP_CLASS, "PatientID is required at the PATIENT level")
         if any("*" in p or "?" in p for p in ids):
-            raise IdentifierError(IDENTIFIER_MISMATCH, "wildcards are not allowed in a retrieve")
+            raise IdentifierError(Status.DATASET_DOES_NOT_MATCH_SOP_CLASS, "wildcards are not allowed in a retrieve")
         for pid in ids:
             for row in catalog.find("STUDY", {"PatientID": pid}):
                 found.extend(catalog.instances(study_uid=row["StudyInstanceUID"]))
@@ -279,10 +283,8 @@ def retrieve_instances(catalog: Catalog, identifier: Dataset, sop_class_uid: str
 
 
 __all__ = [
-    "IDENTIFIER_MISMATCH",
     "LEVELS",
     "MODELS",
-    "UNABLE_TO_PROCESS",
     "IdentifierError",
     "Query",
     "RequestedKey",

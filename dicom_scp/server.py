@@ -52,11 +52,31 @@ QUERY_RETRIEVE_MODELS = (
 )
 
 
+class _UndeliverableMarkerFilter(logging.Filter):
+    """Drops pynetdicom's lines about the marker dataset yielded for an instance that cannot be sent.
+
+    :meth:`dicom_scp.handlers.DimseServices._prepare` logs why, naming the instance, and yields a dataset
+    without a SOP Class UID so that pynetdicom counts a failed sub-operation; pynetdicom then logs
+    "C-STORE sub-operation failed." and a missing SOPClassUID, which point the operator at the wrong
+    problem. Its other lines (a real C-STORE failure logs the exception) pass.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if message == "C-STORE sub-operation failed.":
+            return False
+        return not (message.startswith("Unable to send the dataset as one or more required")
+                    and message.endswith("SOPClassUID"))
+
+
 def quiet_pynetdicom() -> None:
     """Keep patient data out of the logs: pynetdicom logs query identifiers by default."""
     _config.LOG_REQUEST_IDENTIFIERS = False
     _config.LOG_RESPONSE_IDENTIFIERS = False
     _config.LOG_HANDLER_LEVEL = "none"
+    service_log = logging.getLogger("pynetdicom.service_class")
+    if not any(isinstance(f, _UndeliverableMarkerFilter) for f in service_log.filters):
+        service_log.addFilter(_UndeliverableMarkerFilter())
 
 
 class DicomServer:
@@ -157,7 +177,7 @@ class DicomServer:
             max_connections=self.max_connections,
             on_started=self.associations.started,
             on_finished=self.associations.finished,
-            store=self.services.store,
+            ingest_c_store=self.services.ingest_c_store,
             storage_classes=frozenset(str(cx.abstract_syntax) for cx in AllStoragePresentationContexts),
             idle=self.services.idle,
         )

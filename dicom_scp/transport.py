@@ -44,6 +44,7 @@ from pynetdicom import evt
 from pynetdicom._globals import MODE_ACCEPTOR
 from pynetdicom.ae import ApplicationEntity
 from pynetdicom.association import Association
+from pynetdicom.dul import DULServiceProvider
 from pynetdicom.transport import (
     AddressInformation,
     AssociationSocket,
@@ -190,6 +191,20 @@ def _pdv_data_bytes(body: bytes | bytearray, pending: int) -> int:
     return pending
 
 
+class StoreServingDUL(DULServiceProvider):
+    """pynetdicom's DUL reactor that gives the C-STORE receiver the first look at incoming data.
+
+    Each round of the reactor, before pynetdicom polls the socket, a :class:`GuardedSocket`
+    serves the C-STORE requests waiting on it (:meth:`GuardedSocket.serve_stores`).
+    """
+
+    def _is_transport_event(self) -> bool:
+        sock = self.socket
+        if self.state_machine.current_state != "Sta13" and isinstance(sock, GuardedSocket) and sock.serve_stores():
+            return False
+        return super()._is_transport_event()
+
+
 class GuardedSocket(AssociationSocket):
     """An :class:`AssociationSocket` that refuses oversized PDUs before reading them.
 
@@ -231,25 +246,32 @@ class GuardedSocket(AssociationSocket):
 
     @property
     def ready(self) -> bool:
-        """Whether pynetdicom has data to read (including bytes read ahead or handed back).
+        """Whether pynetdicom has data to read: bytes read ahead or handed back, or data on the socket.
 
-        When data arrives on an established association, C-STORE requests are served first
-        by the :attr:`store_receiver`; pynetdicom then reads whatever it handed back.
+        Polls the socket as pynetdicom's own property does; serving C-STORE requests is
+        :meth:`serve_stores`, which the reactor (:class:`StoreServingDUL`) calls first.
         """
         if self.socket is None or not self._is_connected:
             return False
-        if self._pushback:
-            return True
-        if not AssociationSocket.ready.fget(self):  # type: ignore[attr-defined]
-            return False
+        return bool(self._pushback) or AssociationSocket.ready.fget(self)  # type: ignore[attr-defined]
+
+    def serve_stores(self) -> bool:
+        """Let the :attr:`store_receiver` serve the C-STORE requests waiting on an established association.
+
+        Returns ``True`` when it read from the socket and handed nothing back, so there
+        is nothing for pynetdicom to read this round; ``False`` when pynetdicom should
+        look (no receiver, not its turn, nothing waiting, or a message handed back).
+        """
         receiver = self.store_receiver
-        if receiver is None or not receiver.active():
-            return True
+        if self.socket is None or not self._is_connected or self._pushback:
+            return False
+        if receiver is None or not receiver.active() or not AssociationSocket.ready.fget(self):  # type: ignore[attr-defined]
+            return False
         receiver.serve()
         if not self._is_connected:
             self.event_queue.put("Evt17")  # closed or refused while serving: a closed transport
-            return False
-        return bool(self._pushback)
+            return True
+        return not self._pushback
 
     # -- what the store receiver uses -------------------------------------------------------
 
@@ -424,12 +446,14 @@ class GuardedRequestHandler(RequestHandler):
     def _create_guarded_association(self, header: bytes | bytearray) -> Association:
         """pynetdicom's ``RequestHandler._create_association`` with a :class:`GuardedSocket`."""
         assoc = Association(self.ae, MODE_ACCEPTOR)
+        assoc.dul = StoreServingDUL(assoc)
+        assoc.acse_timeout, assoc.network_timeout = assoc.acse_timeout, assoc.network_timeout  # onto the new DUL
         assoc._server = self.server
         assoc.name = f"AcceptorThread@{datetime.now():%Y%m%d%H%M%S}"
         srv = self.server
         sock = GuardedSocket(assoc, client_socket=self.request, limits=srv.limits, pushback=header)
-        if srv.store is not None:
-            sock.store_receiver = StoreReceiver(sock, assoc, srv.storage_classes, srv.store,
+        if srv.ingest_c_store is not None:
+            sock.store_receiver = StoreReceiver(sock, assoc, srv.storage_classes, srv.ingest_c_store,
                                                 srv.limits.max_message_bytes + MESSAGE_SLACK, srv.idle)
         assoc.set_socket(sock)
         assoc.acceptor.maximum_length = self.ae.maximum_pdu_size
@@ -468,7 +492,7 @@ class GuardedAssociationServer(ThreadedAssociationServer):
         more are closed on accept.
     on_started, on_finished
         Called with each association when it starts, and with it and its duration when it ends.
-    store, storage_classes, idle
+    ingest_c_store, storage_classes, idle
         Where C-STORE requests on contexts of ``storage_classes`` go, read straight off the
         socket by a :class:`~dicom_scp.cstore.StoreReceiver` (``None``: pynetdicom's handlers),
         and whether our pynetdicom-side handlers are done with an association.
@@ -490,12 +514,12 @@ class GuardedAssociationServer(ThreadedAssociationServer):
         max_connections: int,
         on_started: Callable[[Association], None] | None = None,
         on_finished: Callable[[Association, float], None] | None = None,
-        store: StoreCallback | None = None,
+        ingest_c_store: StoreCallback | None = None,
         storage_classes: frozenset[str] = frozenset(),
         idle: IdleCallback | None = None,
     ) -> None:
         self.limits = limits
-        self.store = store
+        self.ingest_c_store = ingest_c_store
         self.storage_classes = storage_classes
         self.idle = idle
         self.closing = False

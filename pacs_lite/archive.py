@@ -6,16 +6,20 @@ share nothing else.
 
 from __future__ import annotations
 
+import logging
+
 import pydicom.config
 
-from storage import ObjectStore, open_store
+from storage import ObjectStore, StoreError, open_store
 
 from .activity import ReceivingSignal
-from .catalog import Catalog
+from .catalog import EVERYTHING, Catalog, CatalogUnavailable, Visibility
 from .config import Config
 from .ingest import IngestService
 from .metrics import IngestMetrics
 from .retrieval import RetrievalService
+
+log = logging.getLogger(__name__)
 
 
 def open_object_store(config: Config) -> ObjectStore:
@@ -44,7 +48,6 @@ class Archive:
         if migrate:
             self.catalog.migrate()
         self.store = open_object_store(config)
-        self.catalog.object_exists = self.store.exists
         self.ingest = IngestService(
             self.catalog, self.store,
             compression_target=config.get("compression", "transfer_syntax"),
@@ -54,6 +57,39 @@ class Archive:
             receiving=ReceivingSignal.for_config(config),
         )
         self.retrieval = RetrievalService(self.catalog, self.store)
+
+    def delete(self, study_uid: str, series_uid: str | None = None, sop_uid: str | None = None, *,
+               visibility: Visibility = EVERYTHING) -> int | None:
+        """Delete a study, series or instance: the index rows in one transaction, then the objects.
+
+        Returns how many objects were removed from the index, or ``None`` when nothing
+        matched. An object that cannot be deleted after the commit stays as an orphan
+        for the sweeper; the index never points at a deleted object.
+        """
+        keys = self.catalog.delete(study_uid, series_uid, sop_uid, visibility=visibility)
+        if keys is None:
+            return None
+        for key in keys:
+            try:
+                self.store.delete(key)
+            except StoreError as exc:
+                log.warning("could not delete object %s after removing it from the index: %s", key, exc)
+        return len(keys)
+
+    def readiness(self) -> list[str]:
+        """What cannot serve now (empty when ready): the index database, the object store."""
+        problems = []
+        try:
+            self.catalog.check()
+        except CatalogUnavailable as exc:
+            log.warning("readiness: %s", exc)
+            problems.append("index database unavailable")
+        try:
+            self.store.check()
+        except StoreError as exc:
+            log.warning("readiness: %s", exc)
+            problems.append("object store unavailable")
+        return problems
 
     def close(self) -> None:
         self.ingest.close()

@@ -5,20 +5,23 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import multiprocessing
 import os
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import threading
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .config import Config, ConfigError, load_config
 from .logsetup import configure_logging
 from .stopsignal import StopSignal
+
+if TYPE_CHECKING:
+    from .archive import Archive
 
 log = logging.getLogger("pacs_lite")
 
@@ -40,25 +43,40 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """
     config = _load(args)
     configure_logging(config.get("log", "level"))
-    # counters of every process (SCP, web workers, compression workers) add up in /metrics
+    from .startup import preflight
+
+    preflight(config)  # ports, data folders, TLS files: one line naming the key to change
+    stop = StopSignal()
+    # counters of every process (SCP, web workers, compression workers) add up in /metrics; set before
+    # prometheus_client is first imported (it reads the variable then)
     metrics_dir = tempfile.mkdtemp(prefix="pacs-lite-metrics-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    try:
+        archive = _open_when_ready(config, stop)
+    except BaseException:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+        raise
+    if archive is None:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+        log.info("signal %s received while waiting: stopped", stop.received.name if stop.received else "?")
+        return 0
     from .activity import ReceivingSignal
-    from .archive import Archive
     from .compression import CompressionWorkers, release_dead_workers_jobs
     from .maintenance import sweep_orphans
 
-    archive = Archive(config)  # migrates the schema before anything serves
     released = release_dead_workers_jobs(archive)
     if released:
         log.info("requeued %d compression jobs of workers that died before this start", released)
-    stop = StopSignal()
+
+    # the composition root (the import contract allows these two imports here and nowhere else in the core)
+    from dicom_scp import process as dicom_process
+    from viewer import http_server
 
     workers = CompressionWorkers(config)
     workers.start()
     children = {
-        "DICOM SCP": _start_component("dicom_scp", config, args.config),
-        "HTTP server": _start_component("viewer.http_server", config, args.config),
+        "DICOM SCP": _start_component(dicom_process.run, config, args.config),
+        "HTTP server": _start_component(http_server.run, config, args.config),
     }
     log.info("PACS-lite starting: DICOM %s on %s:%s, HTTP on %s:%s, storage %s", config.get("dicom", "ae_title"),
              config.get("dicom", "host"), config.get("dicom", "port"), config.get("http", "host"),
@@ -71,9 +89,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             delay = interval
             try:
                 sweep_orphans(archive)
-                archive.catalog.purge_done_jobs()
-                if hasattr(archive.store, "sweep_temp"):
-                    archive.store.sweep_temp(config.get("storage", "orphan_grace_seconds"))
+                archive.catalog.jobs.purge_done()
+                archive.store.sweep_temp(config.get("storage", "orphan_grace_seconds"))
             except Exception as exc:  # noqa: BLE001 - the next round tries again
                 log.warning("maintenance failed: %s", type(exc).__name__)
 
@@ -81,24 +98,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     exit_code = 0
     while not stop.wait(0.5):
-        dead = [name for name, proc in children.items() if proc.poll() is not None]
+        dead = [name for name, proc in children.items() if not proc.is_alive()]
         if dead:
             for name in dead:
-                log.error("%s exited with code %s; stopping", name, children[name].returncode)
+                log.error("%s exited with code %s; stopping", name, children[name].exitcode)
             exit_code = 1
             break
     if stop.received is not None:
         log.info("signal %s received: shutting down", stop.received.name)
     log.info("stopping: open associations and requests finish, workers complete their job")
     for proc in children.values():
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
+        if proc.is_alive():
+            proc.terminate()  # SIGTERM: each finishes what it is doing
     for proc in children.values():
-        try:
-            proc.wait(config.get("http", "timeout") + 10)
-        except subprocess.TimeoutExpired:
+        proc.join(config.get("http", "timeout") + 10)
+        if proc.is_alive():
             proc.kill()
-            proc.wait()
+            proc.join()
     workers.stop()
     ReceivingSignal.for_config(config).remove()
     archive.close()
@@ -107,11 +123,45 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return exit_code
 
 
-def _start_component(module: str, config: Config, config_path: str | None) -> subprocess.Popen[bytes]:
-    cmd = [sys.executable, "-m", module]
-    if config_path:
-        cmd += ["--config", str(Path(config_path).resolve())]
-    return subprocess.Popen(cmd, cwd=str(config.base_dir))
+def _open_archive(config: Config) -> Archive:
+    """The archive (schema migrated), or a :class:`~pacs_lite.startup.StartupError` naming the index."""
+    from .archive import Archive
+    from .startup import StartupError
+
+    try:
+        return Archive(config)
+    except Exception as exc:  # noqa: BLE001 - reported in one line; the service manager restarts us
+        log.debug("opening the archive failed", exc_info=True)
+        first_line = (str(exc).splitlines() or [""])[0][:200]
+        raise StartupError(f"cannot open the archive (index {config.masked_index_url}): "
+                           f"{type(exc).__name__}: {first_line}") from None
+
+
+def _open_when_ready(config: Config, stop: StopSignal) -> Archive | None:
+    """Wait for the index and the store (``[startup] wait_seconds``), then open the archive (migrating).
+
+    ``None`` when a stop signal arrived meanwhile.
+    """
+    from .startup import wait_for_dependencies
+
+    if not wait_for_dependencies(config, stopped=stop.is_set):  # PostgreSQL and S3 may still be starting
+        return None
+    return _open_archive(config)  # migrates the schema before anything serves
+
+
+def _start_component(run: Callable[[str | None], int], config: Config,
+                     config_path: str | None) -> multiprocessing.process.BaseProcess:
+    """Start ``run(config_path)`` in a fresh interpreter (spawn) working in the configuration's folder."""
+    path = str(Path(config_path).resolve()) if config_path else None
+    process = multiprocessing.get_context("spawn").Process(
+        target=_component_main, args=(run, str(config.base_dir), path), name=run.__module__)
+    process.start()
+    return process
+
+
+def _component_main(run: Callable[[str | None], int], folder: str, config_path: str | None) -> None:
+    os.chdir(folder)
+    sys.exit(run(config_path))
 
 
 # -- import -----------------------------------------------------------------------------------
@@ -130,37 +180,48 @@ def _walk(paths: Sequence[str]) -> Iterator[Path]:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    """Import files and folders through the ingest path, with a progress bar and a summary."""
+    """Import files and folders through the ingest path, with a progress bar and a summary.
+
+    Files that are not DICOM (a DICOMDIR, README files, thumbnails) are skipped, not rejected; the
+    summary names the installation written to, so that an import run in the wrong folder is noticed.
+    """
     config = _load(args)
     configure_logging("WARNING")
     from tqdm import tqdm
 
-    from .archive import Archive
+    from .importer import SKIPPED, import_file
+    from .startup import describe_index, describe_store
 
     files = list(_walk(args.paths))
-    archive = Archive(config)
+    index_url = config.index_url
+    new_index = index_url.startswith("sqlite:///") and not Path(index_url[len("sqlite:///"):]).exists()
+    archive = _open_archive(config)
     counts: Counter[str] = Counter()
-    rejected: list[tuple[Path, str]] = []
+    problems: list[tuple[str, Path, str]] = []
+    skipped: list[tuple[Path, str]] = []
     try:
         for path in tqdm(files, unit="file", disable=args.quiet or not sys.stderr.isatty(), file=sys.stderr):
-            try:
-                data = path.read_bytes()
-            except OSError as exc:
-                counts["rejected"] += 1
-                rejected.append((path, f"cannot read: {exc.strerror}"))
-                continue
-            result = archive.ingest.ingest_part10(data, source="IMPORT")
-            status = {"revised": "stored"}.get(result.status, result.status)
-            counts[status] += 1
-            if not result.ok:
-                rejected.append((path, f"{result.status} (0x{result.dicom_status:04X}): {result.reason}"))
+            outcome = import_file(archive.ingest, path)
+            counts[outcome.status] += 1
+            if outcome.status == SKIPPED:
+                skipped.append((path, outcome.reason))
+            elif outcome.status in ("rejected", "failed"):
+                status = f" (DICOM status 0x{outcome.dicom_status:04X})" if outcome.dicom_status else ""
+                problems.append((outcome.status, path, f"{outcome.reason}{status}"))
     finally:
         archive.close()
-    for path, reason in rejected:
-        print(f"rejected {path}: {reason}", file=sys.stderr)
+    for path, reason in skipped:
+        print(f"skipped {path}: {reason}", file=sys.stderr)
+    for status, path, reason in problems:
+        print(f"{status} {path}: {reason}" + ("; try again later" if status == "failed" else ""), file=sys.stderr)
+    print(f"archive: index {describe_index(config)}, objects {describe_store(config)}")
     print(f"{len(files)} files: {counts['stored']} stored, {counts['duplicate']} duplicates, "
-          f"{counts['rejected']} rejected, {counts['failed']} failed")
-    return 1 if rejected else 0
+          f"{counts['rejected']} rejected, {counts['failed']} failed, {counts[SKIPPED]} skipped (not DICOM images)")
+    if new_index:
+        print(f"note: no index existed at {index_url[len('sqlite:///'):]}, so a new archive was created; if the "
+              f"server runs elsewhere, run the import in its folder or give its configuration (--config)",
+              file=sys.stderr)
+    return 1 if problems else 0
 
 
 # -- config, verify, worker ----------------------------------------------------------------------
@@ -177,10 +238,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
     """Check every object against its checksum, report missing, corrupt and orphaned ones."""
     config = _load(args)
     configure_logging("WARNING")
-    from .archive import Archive
     from .maintenance import verify
 
-    archive = Archive(config)
+    archive = _open_archive(config)
     try:
         report = verify(archive, repair=args.repair, grace_seconds=args.grace)
     finally:
@@ -193,8 +253,19 @@ def cmd_verify(args: argparse.Namespace) -> int:
         print(f"unreadable: {line}")
     for key in report.orphans:
         print(f"orphan object: {key}")
-    print(f"checked {report.checked} objects: {len(report.missing)} missing, {len(report.corrupt)} corrupt, "
-          f"{len(report.orphans)} orphans" + (f", {report.repaired} orphans removed" if args.repair else ""))
+    for key in report.stray:
+        print(f"stray object (not a key PACS-lite writes): {key}")
+    for uid in report.marked:
+        print(f"known corrupt instance (marked by an earlier --repair; resend or delete it): {uid}")
+    summary = (f"checked {report.checked} objects: {len(report.missing)} missing, {len(report.corrupt)} corrupt, "
+               f"{len(report.orphans)} orphans, {len(report.stray)} stray")
+    if args.repair:
+        summary += (f"; repaired: {report.repaired} orphans removed (stray objects included), "
+                    f"{report.marked_now} instances marked corrupt, {report.revisions_dropped} damaged revisions "
+                    f"dropped, {report.restored} instances intact again")
+    elif not report.clean:
+        summary += "; `pacs-lite verify --repair` clears these"
+    print(summary)
     return 0 if report.clean else 1
 
 
@@ -229,7 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("config", help="print the effective configuration (secrets masked)")
     p.set_defaults(func=cmd_config)
     p = sub.add_parser("verify", help="check stored objects against the index")
-    p.add_argument("--repair", action="store_true", help="remove orphans and mark corrupt instances")
+    p.add_argument("--repair", action="store_true", help="clear every fault found: remove orphans and stray objects, mark instances whose object is lost, drop damaged revisions")
     p.add_argument("--grace", type=float, default=None, metavar="SECONDS",
                    help="age below which an unreferenced object is not yet an orphan (default: storage.orphan_grace_seconds)")
     p.set_defaults(func=cmd_verify)
@@ -245,11 +316,16 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from .startup import EXIT_STARTUP, StartupError
+
     try:
         return args.func(args)
     except ConfigError as exc:
         print(f"pacs-lite: configuration error: {exc}", file=sys.stderr)
         return 2
+    except StartupError as exc:
+        print(f"pacs-lite: cannot start: {exc}", file=sys.stderr)
+        return EXIT_STARTUP
 
 
 if __name__ == "__main__":

@@ -2,15 +2,15 @@
 
 Ingest acknowledges once the received bytes are durable and queues a ``compress`` job
 in the index. Worker processes (any node; several per node to use every core) claim
-jobs, compress with :func:`storage.codecs.compress` (which decodes the result and
+jobs, compress with :func:`storage.pixels.compress` (which decodes the result and
 compares it with the original pixels), write the compressed object under a new key,
 switch the index row to it with a compare-and-swap, and only then delete the original.
 A crash at any point leaves the index pointing at either the original or the verified
 compressed object; the other one is an orphan that the sweeper removes.
 
-Pixel decoding never runs in the server process: only here, in workers with a memory
-limit; a job that crashes or hangs its worker is retried twice, then the instance is
-kept as received with the reason recorded.
+Compression runs only here, in workers with a memory limit (the server processes decode
+only to transcode or render what a client asks for); a job that crashes or hangs its
+worker is retried twice, then the instance is kept as received with the reason recorded.
 """
 
 from __future__ import annotations
@@ -30,18 +30,19 @@ from dataclasses import dataclass
 from typing import Any
 
 import pydicom
+from pydicom.uid import ExplicitVRLittleEndian
 
 from storage import StoreError
 
 from . import dicomfile, dicomheader
 from .activity import ReceivingSignal, YieldToReceiving
 from .archive import Archive
-from .catalog import CatalogUnavailable, StoredInstance
+from .catalog import CatalogUnavailable, CompressionState, StoredInstance
 from .config import Config
 from .faults import crash_point
-from .ingest import PIXEL_DATA
 from .metrics import COMPRESSION, count_error
-from .retrieval import RetrievalError, encode_part10
+from .retrieval import Failure, RetrievalError, encode_part10
+from .tags import PIXEL_DATA
 
 log = logging.getLogger(__name__)
 
@@ -67,29 +68,29 @@ def compress_instance(archive: Archive, sop_instance_uid: str, target: str, *,
 
     ``job_id`` (the compression job being run) is marked done in the index switch's transaction.
     """
-    from storage import codecs
+    from storage import pixels
 
     inst = archive.catalog.lookup_instance(sop_instance_uid)
-    if inst is None or inst.compression_state != "pending":
+    if inst is None or inst.compression_state != CompressionState.PENDING:
         return CompressionOutcome("skipped", "not pending")
     try:
         data = archive.retrieval.read(inst)
     except RetrievalError as exc:
-        if exc.kind == "unavailable":
+        if exc.kind is Failure.UNAVAILABLE:
             return CompressionOutcome("retry", str(exc))
-        archive.catalog.set_compression_state(inst.sop_instance_uid, inst.object_key, "kept", str(exc))
+        archive.catalog.set_compression_state(inst.sop_instance_uid, inst.object_key, CompressionState.KEPT, str(exc))
         return CompressionOutcome("kept", str(exc))
     try:
         encoded = compress_spliced(data, target)
         if encoded is None:
-            encoded = encode_part10(codecs.compress(dicomfile.read_part10(data), target, verify=True), target)
-    except codecs.VerificationFailed as exc:
+            encoded = encode_part10(pixels.compress(dicomfile.read_part10(data), target, verify=True), target)
+    except pixels.VerificationFailed as exc:
         count_error("verification_failed")
         log.error("compression verification failed; original kept (key %s): %s", inst.object_key, exc)
         return _keep(archive, inst, f"verification failed: {exc}")
-    except codecs.CodecUnsupported as exc:
+    except pixels.CodecUnsupported as exc:
         return _keep(archive, inst, getattr(exc, "reason", "") or str(exc))
-    except codecs.CodecError as exc:
+    except pixels.CodecError as exc:
         return _keep(archive, inst, f"codec error: {exc}")
     if len(encoded) >= len(data):
         return _keep(archive, inst, "compressed object would not be smaller")
@@ -104,7 +105,7 @@ def compress_instance(archive: Archive, sop_instance_uid: str, target: str, *,
     switched = archive.catalog.replace_object(
         inst.sop_instance_uid, inst.object_key, object_key=key, object_size=len(encoded),
         object_sha256=hashlib.sha256(encoded).hexdigest(), transfer_syntax_uid=target,
-        compression_state="compressed", compression_note=f"{len(data)} -> {len(encoded)} bytes",
+        compression_state=CompressionState.COMPRESSED, compression_note=f"{len(data)} -> {len(encoded)} bytes",
         finish_job=job_id,
     )
     crash_point("compress.after_index_switch")
@@ -135,12 +136,12 @@ def compress_spliced(data: bytes, target: str) -> bytes | None:
     holding the Image Pixel attributes only. ``None`` when the general path is needed
     (other syntaxes must be re-encoded element by element, colour may be relabelled).
 
-    Raises what :func:`storage.codecs.compress` raises.
+    Raises what :func:`storage.pixels.compress` raises.
     """
-    from storage import codecs
+    from storage import pixels
 
     transfer_syntax, body = dicomfile.split_part10(data)
-    if transfer_syntax != dicomfile.EXPLICIT_LE:
+    if transfer_syntax != ExplicitVRLittleEndian:
         return None
     header = dicomheader.read_header(body, transfer_syntax)
     span = header.value_span(PIXEL_DATA)
@@ -150,7 +151,7 @@ def compress_spliced(data: bytes, target: str) -> bytes | None:
     if length == 0xFFFFFFFF or start < 12 or start + length != len(body) or bytes(body[start - 12:start - 8]) != b"\xe0\x7f\x10\x00":
         return None  # already encapsulated, or elements after Pixel Data: the general path keeps them right
     pixel_module = pydicom.dcmread(io.BytesIO(data), specific_tags=_PIXEL_MODULE)
-    out = codecs.compress(pixel_module, target, verify=True)
+    out = pixels.compress(pixel_module, target, verify=True)
     if out.get("PhotometricInterpretation") != pixel_module.get("PhotometricInterpretation"):
         return None  # relabelled: the general path writes the new value
     encapsulated = b"".join((_PIXEL_DATA_HEADER, out.PixelData, _SEQUENCE_DELIMITER))
@@ -160,7 +161,7 @@ def compress_spliced(data: bytes, target: str) -> bytes | None:
 
 
 def _keep(archive: Archive, inst: StoredInstance, note: str) -> CompressionOutcome:
-    archive.catalog.set_compression_state(inst.sop_instance_uid, inst.object_key, "kept", note)
+    archive.catalog.set_compression_state(inst.sop_instance_uid, inst.object_key, CompressionState.KEPT, note)
     return CompressionOutcome("kept", note)
 
 
@@ -173,7 +174,7 @@ def _delete_quietly(archive: Archive, key: str) -> None:
 
 def run_one_job(archive: Archive, worker_name: str, timeout: int) -> bool:
     """Claim and run one compression job; return whether there was one."""
-    claimed = archive.catalog.claim_job(["compress"], worker_name, lease_seconds=timeout * 2 + 5)
+    claimed = archive.catalog.jobs.claim(["compress"], worker_name, lease_seconds=timeout * 2 + 5)
     if claimed is None:
         return False
     job_id, _kind, payload, attempts = claimed
@@ -181,7 +182,7 @@ def run_one_job(archive: Archive, worker_name: str, timeout: int) -> bool:
     target = archive.config.get("compression", "transfer_syntax")
     if attempts > MAX_ATTEMPTS:
         inst = archive.catalog.lookup_instance(uid)
-        if inst is not None and inst.compression_state == "pending":
+        if inst is not None and inst.compression_state == CompressionState.PENDING:
             _keep(archive, inst, f"compression failed {MAX_ATTEMPTS} times (worker crash or timeout)")
         _finish(archive, job_id, error="too many attempts")
         return True
@@ -194,13 +195,13 @@ def run_one_job(archive: Archive, worker_name: str, timeout: int) -> bool:
         outcome = compress_instance(archive, uid, target, job_id=job_id)
     except JobTimeout:
         inst = archive.catalog.lookup_instance(uid)
-        if inst is not None and inst.compression_state == "pending":  # not if it timed out after the switch
+        if inst is not None and inst.compression_state == CompressionState.PENDING:  # not if it timed out after the switch
             _keep(archive, inst, f"compression timed out after {timeout} s")
         _finish(archive, job_id, error="timed out")
         return True
     except MemoryError:
         inst = archive.catalog.lookup_instance(uid)
-        if inst is not None and inst.compression_state == "pending":
+        if inst is not None and inst.compression_state == CompressionState.PENDING:
             _keep(archive, inst, "compression exceeded the worker memory limit")
         _finish(archive, job_id, error="memory limit")
         return True
@@ -210,7 +211,7 @@ def run_one_job(archive: Archive, worker_name: str, timeout: int) -> bool:
     except Exception as exc:  # noqa: BLE001 - an unforeseen failure keeps the original, never kills the worker
         log.exception("compression failed unexpectedly (%s); original kept", type(exc).__name__)
         inst = archive.catalog.lookup_instance(uid)
-        if inst is not None and inst.compression_state == "pending":
+        if inst is not None and inst.compression_state == CompressionState.PENDING:
             _keep(archive, inst, f"compression failed: {type(exc).__name__}")
         _finish(archive, job_id, error=type(exc).__name__)
         return True
@@ -230,7 +231,7 @@ def _finish(archive: Archive, job_id: int, **outcome: object) -> None:
     delay = 0.5
     while True:
         try:
-            archive.catalog.finish_job(job_id, **outcome)  # type: ignore[arg-type]
+            archive.catalog.jobs.finish(job_id, **outcome)  # type: ignore[arg-type]
             return
         except CatalogUnavailable:
             time.sleep(delay)
@@ -253,11 +254,11 @@ def release_dead_workers_jobs(archive: Archive) -> int:
     """
     prefix = worker_name(0)[:-1]
     dead = []
-    for name in archive.catalog.running_jobs_claimed_on(prefix):
+    for name in archive.catalog.jobs.running_claimed_on(prefix):
         pid = name[len(prefix):]
         if pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
             dead.append(name)
-    return archive.catalog.release_jobs(dead)
+    return archive.catalog.jobs.release(dead)
 
 
 def worker_main(config: Config, stop: Any = None, *, once: bool = False) -> None:
@@ -345,7 +346,7 @@ class CompressionWorkers:
 
             catalog = Catalog(self.config.index_url)
             try:
-                catalog.release_jobs([worker_name(pid)])
+                catalog.jobs.release([worker_name(pid)])
             finally:
                 catalog.close()
         except Exception as exc:  # noqa: BLE001 - the lease expires anyway

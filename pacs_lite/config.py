@@ -62,6 +62,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "max_request_bytes": Key(int, 4 * 1024**3, minimum=1024),
         "max_parts": Key(int, 5000, minimum=1),
         "qido_max_limit": Key(int, 1000, minimum=1),
+        "allow_from": Key(list, []),
+        "allow_delete": Key(bool, True),
     },
     "index": {
         "url": Key(str, "sqlite:///pacs-data/index.db", secret=True),
@@ -91,6 +93,9 @@ SCHEMA: dict[str, dict[str, Key]] = {
     "log": {
         "level": Key(str, "INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR")),
     },
+    "startup": {
+        "wait_seconds": Key(int, 120, minimum=0, maximum=86400),
+    },
 }
 
 PEER_KEYS = {"ae_title": str, "host": str, "port": int}
@@ -101,6 +106,11 @@ COMPRESSION_TARGETS = {
     "1.2.840.10008.1.2.4.90",  # JPEG 2000 Lossless
     "1.2.840.10008.1.2.5",  # RLE Lossless
 }
+
+
+def mask_url(url: str) -> str:
+    """``url`` with the password of its ``user:password@`` part replaced by ``***``."""
+    return re.sub(r"//([^:@/]+):[^@/]*@", r"//\1:***@", url)
 
 
 @dataclass(frozen=True)
@@ -141,6 +151,11 @@ class Config:
             return prefix + str(self.base_dir / url[len(prefix):])
         return url
 
+    @property
+    def masked_index_url(self) -> str:
+        """:attr:`index_url` with its password replaced by ``***`` (for logs and messages)."""
+        return mask_url(self.index_url)
+
     def with_overrides(self, **sections: Mapping[str, Any]) -> Config:
         """A copy with some keys replaced (validated like everything else)."""
         merged = {s: dict(v) for s, v in self.values.items()}
@@ -172,7 +187,7 @@ class Config:
             for key, spec in keys.items():
                 value = self.values[section][key]
                 if section == "index" and key == "url":
-                    value = re.sub(r"//([^:@/]+):[^@/]*@", r"//\1:***@", value)
+                    value = mask_url(value)
                 elif spec.secret and value:
                     value = "***"
                 out[section][key] = value
@@ -228,6 +243,11 @@ def _check(values: Mapping[str, Mapping[str, Any]]) -> None:
         except ValueError:
             if host != "localhost":
                 raise ConfigError(f"{section}.host: an IP address to bind, got {host!r}") from None
+    for network in values["http"]["allow_from"]:
+        try:
+            ipaddress.ip_network(network, strict=False)
+        except ValueError:
+            raise ConfigError(f"http.allow_from: an address or network such as 192.0.2.0/24, got {network!r}") from None
     url = values["index"]["url"]
     if not url.startswith(("sqlite://", "postgresql://", "postgresql+psycopg://")):
         raise ConfigError(f"index.url: sqlite:/// or postgresql:// URL expected, got {url.split(':')[0]!r}")

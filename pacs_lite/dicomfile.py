@@ -1,11 +1,17 @@
-"""Reading and writing DICOM Part-10 bytes without decoding pixels.
+"""DICOM Part-10 framing: file meta information around dataset bytes, without decoding pixels.
 
-Ingest receives either a Part-10 file (STOW-RS, import) or a raw dataset with the
-transfer syntax negotiated on the association (C-STORE). Both become one canonical
-Part-10 object: a zeroed preamble, file meta information written by us, and the
-dataset bytes exactly as received. The dataset is parsed for its header only, after
-:func:`check_structure` has proven that every element is complete, because pydicom
-itself reads truncated data silently.
+Ingest receives either a Part-10 file (STOW-RS, import), which
+:func:`split_received_part10` splits into its transfer syntax and dataset bytes, or a
+raw dataset with the transfer syntax negotiated on the association (C-STORE). Both are
+stored as one canonical Part-10 object (:func:`build_part10`): a zeroed preamble, file
+meta information written by us (:func:`encode_file_meta`) and the dataset bytes exactly
+as received; :mod:`pacs_lite.dicomheader` proves their structure and reads the header.
+
+Stored objects are split again (:func:`split_part10`), given a new dataset
+(:func:`with_dataset`, compression) or read with pydicom (:func:`read_part10`: trusted,
+written by us). :func:`parse_dataset` reads received dataset bytes with pydicom after
+proving them complete (pydicom itself reads truncated data silently), for the few callers
+that need a pydicom dataset of them. Every malformed input is a :class:`DicomFormatError`.
 """
 
 from __future__ import annotations
@@ -13,41 +19,23 @@ from __future__ import annotations
 import io
 import struct
 import uuid
-from dataclasses import dataclass
 
 import pydicom
 from pydicom.dataset import Dataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filereader import _read_file_meta_info, read_preamble
 
+from . import tags
 from .uids import is_uid
 
 IMPLEMENTATION_CLASS_UID = "2.25.105972989377714384401221926319813216145"  # ours: a UUID-derived UID (PS3.5 B.2)
 IMPLEMENTATION_VERSION = "PACSLITE_010"
 
-IMPLICIT_LE = "1.2.840.10008.1.2"
-EXPLICIT_LE = "1.2.840.10008.1.2.1"
-DEFLATED_LE = "1.2.840.10008.1.2.1.99"
-EXPLICIT_BE = "1.2.840.10008.1.2.2"
-
-LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"UC", b"UN", b"UR", b"UT", b"SV", b"UV"}
-UNDEFINED = 0xFFFFFFFF
-ITEM, ITEM_END, SEQ_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
-MAX_DEPTH = 32
 MAX_INFLATED = 256 * 1024**2  # deflate carries SR and small objects; larger is a decompression bomb
 
 
 class DicomFormatError(ValueError):
     """The bytes are not a complete, well-formed DICOM object; the message says why."""
-
-
-@dataclass(frozen=True)
-class ParsedObject:
-    """A received object: the header dataset (no pixel data decoded) and its bytes."""
-
-    dataset: Dataset
-    transfer_syntax_uid: str
-    dataset_bytes: bytes | memoryview
 
 
 def new_object_key(prefix: str = "instances") -> str:
@@ -67,7 +55,7 @@ def check_structure(data: bytes | memoryview, transfer_syntax_uid: str, *, max_i
     """Walk every element of an encoded dataset and prove it complete.
 
     Raises :class:`DicomFormatError` for a truncated element, a missing delimiter,
-    trailing bytes or nesting deeper than :data:`MAX_DEPTH`. The walk is
+    trailing bytes or nesting too deep. The walk is
     :func:`pacs_lite.dicomheader.scan`, the one walker of the code base, which also
     indexes the elements for ingest.
     """
@@ -79,7 +67,7 @@ def check_structure(data: bytes | memoryview, transfer_syntax_uid: str, *, max_i
 def parse_dataset(dataset_bytes: bytes | memoryview, transfer_syntax_uid: str) -> Dataset:
     """Check the structure of an encoded dataset, then read it (values stay raw until used)."""
     check_structure(dataset_bytes, transfer_syntax_uid)
-    fp = DicomBytesIO(b"\0" * 128 + b"DICM" + encode_file_meta({0x00020010: transfer_syntax_uid})
+    fp = DicomBytesIO(b"\0" * 128 + b"DICM" + encode_file_meta({tags.TRANSFER_SYNTAX_UID: transfer_syntax_uid})
                       + bytes(dataset_bytes))
     try:
         return pydicom.dcmread(fp, force=False)
@@ -108,14 +96,9 @@ def split_received_part10(data: bytes | memoryview) -> tuple[str, memoryview]:
     return ts, memoryview(data)[fp.tell():]
 
 
-def parse_part10(data: bytes) -> ParsedObject:
-    """Split a Part-10 file into its header dataset, transfer syntax and dataset bytes."""
-    ts, body = split_received_part10(data)
-    return ParsedObject(parse_dataset(body, ts), ts, body)
-
-
-_META_VR = {0x00020002: b"UI", 0x00020003: b"UI", 0x00020010: b"UI", 0x00020012: b"UI", 0x00020013: b"SH",
-            0x00020016: b"AE"}
+_META_VR = {tags.MEDIA_STORAGE_SOP_CLASS_UID: b"UI", tags.MEDIA_STORAGE_SOP_INSTANCE_UID: b"UI",
+            tags.TRANSFER_SYNTAX_UID: b"UI", tags.IMPLEMENTATION_CLASS_UID: b"UI",
+            tags.IMPLEMENTATION_VERSION_NAME: b"SH", tags.SOURCE_APPLICATION_ENTITY_TITLE: b"AE"}
 
 
 def encode_file_meta(values: dict[int, str]) -> bytes:
@@ -141,14 +124,14 @@ def build_part10(sop_class_uid: str, sop_instance_uid: str, transfer_syntax_uid:
                  dataset_bytes: bytes | memoryview, *, source_ae: str | None = None) -> bytes:
     """A Part-10 object with a zeroed preamble, our file meta and the dataset bytes as given."""
     values = {
-        0x00020002: sop_class_uid,
-        0x00020003: sop_instance_uid,
-        0x00020010: transfer_syntax_uid,
-        0x00020012: IMPLEMENTATION_CLASS_UID,
-        0x00020013: IMPLEMENTATION_VERSION,
+        tags.MEDIA_STORAGE_SOP_CLASS_UID: sop_class_uid,
+        tags.MEDIA_STORAGE_SOP_INSTANCE_UID: sop_instance_uid,
+        tags.TRANSFER_SYNTAX_UID: transfer_syntax_uid,
+        tags.IMPLEMENTATION_CLASS_UID: IMPLEMENTATION_CLASS_UID,
+        tags.IMPLEMENTATION_VERSION_NAME: IMPLEMENTATION_VERSION,
     }
     if source_ae:
-        values[0x00020016] = source_ae
+        values[tags.SOURCE_APPLICATION_ENTITY_TITLE] = source_ae
     return b"".join((_PREAMBLE, encode_file_meta(values), dataset_bytes))  # one copy of the data set
 
 
@@ -162,7 +145,7 @@ def with_dataset(data: bytes, transfer_syntax_uid: str, dataset_bytes: bytes | m
     read_preamble(fp, False)
     meta = _read_file_meta_info(fp)
     values = {tag: str(meta[tag].value) for tag in _META_VR if tag in meta}
-    values[0x00020010] = transfer_syntax_uid
+    values[tags.TRANSFER_SYNTAX_UID] = transfer_syntax_uid
     return b"".join((_PREAMBLE, encode_file_meta(values), dataset_bytes))
 
 

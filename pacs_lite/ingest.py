@@ -23,35 +23,57 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 from storage import ObjectStore, StoreError
 
 from . import dicomfile, dicomheader
 from .activity import ReceivingSignal
-from .catalog import Catalog, CatalogUnavailable, InstanceRecord
+from .catalog import (
+    EXTRACTED,
+    Catalog,
+    CatalogUnavailable,
+    CompressionState,
+    InstanceRecord,
+    Integrity,
+    RecordOutcome,
+    RecordStatus,
+)
+from .catalog.attributes import INT
 from .dicomheader import DicomHeader
 from .faults import crash_point
+from .status import Status
+from .syntaxes import NATIVE
+from .tags import (
+    PIXEL_DATA,
+    PIXEL_TAGS,
+    SERIES_INSTANCE_UID,
+    SOP_CLASS_UID,
+    SOP_INSTANCE_UID,
+    STUDY_INSTANCE_UID,
+)
 from .uids import MAX_UID_LENGTH, is_uid
 
 log = logging.getLogger(__name__)
 
-# DICOM status codes used on the ingest path
-SUCCESS = 0x0000
-OUT_OF_RESOURCES = 0xA700
-DATASET_MISMATCH = 0xA900
-CANNOT_UNDERSTAND = 0xC000
-DUPLICATE_REFUSED = 0x0111
-
-NATIVE_SYNTAXES = {
-    dicomfile.IMPLICIT_LE, dicomfile.EXPLICIT_LE, dicomfile.DEFLATED_LE, dicomfile.EXPLICIT_BE,
-}
-PIXEL_DATA = 0x7FE00010
-PIXEL_TAGS = (PIXEL_DATA, 0x7FE00008, 0x7FE00009)  # integer, float, double float pixel data
 #: Objects at least this large get their checksums computed beside the write (see IngestService._checksums).
 PARALLEL_CHECKSUM_BYTES = 256 * 1024
-SOP_CLASS_UID, SOP_INSTANCE_UID = 0x00080016, 0x00080018
-STUDY_INSTANCE_UID, SERIES_INSTANCE_UID = 0x0020000D, 0x0020000E
+
+
+@dataclass(frozen=True)
+class Expected:
+    """What the sender said the object is, which the dataset must agree with.
+
+    ``sop_class_uid``/``sop_instance_uid``: a C-STORE command's Affected SOP Class/Instance
+    UIDs; ``study_instance_uid``: the study in a STOW-RS request URL.
+    """
+
+    sop_class_uid: str | None = None
+    sop_instance_uid: str | None = None
+    study_instance_uid: str | None = None
+
+
 
 
 @dataclass(frozen=True)
@@ -63,16 +85,25 @@ class Received:
     dataset_bytes: bytes | memoryview
 
 
+class IngestStatus(StrEnum):
+    """What happened to one object (:attr:`IngestResult.status`)."""
+
+    STORED = "stored"
+    #: new content for a known UID; the older object is kept
+    REVISED = "revised"
+    #: identical to what is stored; nothing new kept
+    DUPLICATE = "duplicate"
+    #: the object is unacceptable
+    REJECTED = "rejected"
+    #: we could not store it now: retry later
+    FAILED = "failed"
+
+
 @dataclass(frozen=True)
 class IngestResult:
-    """What happened to one object. ``status`` is one of:
+    """What happened to one object, and the DIMSE status that says so."""
 
-    ``stored``, ``revised`` (new content for a known UID; the older object is kept),
-    ``duplicate`` (identical to what is stored; nothing new kept), ``rejected``
-    (the object is unacceptable) or ``failed`` (we could not store it now: retry later).
-    """
-
-    status: str
+    status: IngestStatus
     dicom_status: int
     reason: str = ""
     sop_class_uid: str = ""
@@ -83,7 +114,7 @@ class IngestResult:
 
     @property
     def ok(self) -> bool:
-        return self.status in ("stored", "revised", "duplicate")
+        return self.status in (IngestStatus.STORED, IngestStatus.REVISED, IngestStatus.DUPLICATE)
 
 
 class IngestRejected(Exception):
@@ -96,14 +127,14 @@ class IngestRejected(Exception):
 def check_uid(value: Any, name: str) -> str:
     """The UID as a string, or :class:`IngestRejected` saying what is wrong with it."""
     if value is None:
-        raise IngestRejected(CANNOT_UNDERSTAND, f"{name} is missing")
+        raise IngestRejected(Status.CANNOT_UNDERSTAND, f"{name} is missing")
     text = str(value).strip("\0 ")
     if not text:
-        raise IngestRejected(CANNOT_UNDERSTAND, f"{name} is empty")
+        raise IngestRejected(Status.CANNOT_UNDERSTAND, f"{name} is empty")
     if len(text) > MAX_UID_LENGTH:
-        raise IngestRejected(CANNOT_UNDERSTAND, f"{name} is longer than 64 characters")
+        raise IngestRejected(Status.CANNOT_UNDERSTAND, f"{name} is longer than 64 characters")
     if not is_uid(text):
-        raise IngestRejected(CANNOT_UNDERSTAND, f"{name} is not a valid UID (digits and dots only)")
+        raise IngestRejected(Status.CANNOT_UNDERSTAND, f"{name} is not a valid UID (digits and dots only)")
     return text
 
 
@@ -138,15 +169,21 @@ class IngestService:
 
     # -- entry points ------------------------------------------------------------------------
 
-    def ingest_part10(self, data: bytes, *, source: str = "") -> IngestResult:
-        """Ingest a DICOM Part-10 file (STOW-RS part, imported file)."""
+    def ingest_part10(self, data: bytes, *, source: str = "", study_instance_uid: str | None = None) -> IngestResult:
+        """Ingest a DICOM Part-10 file (STOW-RS part, imported file).
+
+        With ``study_instance_uid`` (the study of a STOW-RS request URL) an instance of
+        another study is refused (0x0110) and nothing is stored.
+        """
         if len(data) > self.max_object_bytes:
-            return self._result(IngestResult("rejected", OUT_OF_RESOURCES, "object larger than ingest.max_object_bytes"))
+            return self._result(IngestResult(IngestStatus.REJECTED, Status.OUT_OF_RESOURCES,
+                                             "object larger than ingest.max_object_bytes"))
         try:
             transfer_syntax_uid, dataset_bytes = dicomfile.split_received_part10(data)
         except dicomfile.DicomFormatError as exc:
-            return self._result(IngestResult("rejected", CANNOT_UNDERSTAND, str(exc)))
-        return self._read_and_ingest(dataset_bytes, transfer_syntax_uid, None, None, source)
+            return self._result(IngestResult(IngestStatus.REJECTED, Status.CANNOT_UNDERSTAND, str(exc)))
+        return self._read_and_ingest(dataset_bytes, transfer_syntax_uid,
+                                     Expected(study_instance_uid=study_instance_uid), source)
 
     def ingest_dataset(self, dataset_bytes: bytes | memoryview, transfer_syntax_uid: str, *,
                        sop_class_uid: str | None = None, sop_instance_uid: str | None = None,
@@ -157,38 +194,40 @@ class IngestService:
         Class/Instance UIDs; the dataset must agree with them.
         """
         if len(dataset_bytes) > self.max_object_bytes:
-            return self._result(IngestResult("rejected", OUT_OF_RESOURCES, "object larger than ingest.max_object_bytes"))
-        return self._read_and_ingest(dataset_bytes, transfer_syntax_uid, sop_class_uid, sop_instance_uid, source)
+            return self._result(IngestResult(IngestStatus.REJECTED, Status.OUT_OF_RESOURCES,
+                                             "object larger than ingest.max_object_bytes"))
+        return self._read_and_ingest(dataset_bytes, transfer_syntax_uid,
+                                     Expected(sop_class_uid, sop_instance_uid), source)
 
-    def _read_and_ingest(self, dataset_bytes: bytes | memoryview, transfer_syntax_uid: str,
-                         command_class: str | None, command_instance: str | None, source: str) -> IngestResult:
+    def _read_and_ingest(self, dataset_bytes: bytes | memoryview, transfer_syntax_uid: str, expected: Expected,
+                         source: str) -> IngestResult:
         """Read the header (proving the structure) and run the ingest path; never raises."""
         if self.receiving is not None:
             self.receiving.mark()
         try:
             header = dicomheader.read_header(dataset_bytes, transfer_syntax_uid)
         except dicomfile.DicomFormatError as exc:
-            return self._result(IngestResult("rejected", CANNOT_UNDERSTAND, str(exc)))
+            return self._result(IngestResult(IngestStatus.REJECTED, Status.CANNOT_UNDERSTAND, str(exc)))
         except (RecursionError, MemoryError):
-            return self._result(IngestResult("rejected", CANNOT_UNDERSTAND, "dataset too deeply nested or too large"))
+            return self._result(IngestResult(IngestStatus.REJECTED, Status.CANNOT_UNDERSTAND,
+                                             "dataset too deeply nested or too large"))
         received = Received(header, transfer_syntax_uid, dataset_bytes)
         try:
-            return self._ingest(received, command_class=command_class, command_instance=command_instance,
-                                source=source)
+            return self._ingest(received, expected, source=source)
         except Exception as exc:  # noqa: BLE001 - the caller (SCP, STOW, import) must get a status
             log.exception("unexpected ingest error (%s)", type(exc).__name__)
-            return self._result(IngestResult("failed", OUT_OF_RESOURCES, f"internal error: {type(exc).__name__}"))
+            return self._result(IngestResult(IngestStatus.FAILED, Status.OUT_OF_RESOURCES,
+                                             f"internal error: {type(exc).__name__}"))
 
     # -- the path --------------------------------------------------------------------------
 
-    def _ingest(self, received: Received, *, command_class: str | None, command_instance: str | None,
-                source: str) -> IngestResult:
+    def _ingest(self, received: Received, expected: Expected, *, source: str) -> IngestResult:
         started = time.perf_counter()
         header = received.header
         try:
-            uids = self._validate(header, command_class, command_instance)
+            uids = self._validate(header, expected)
         except IngestRejected as exc:
-            return self._result(IngestResult("rejected", exc.status, exc.reason,
+            return self._result(IngestResult(IngestStatus.REJECTED, exc.status, exc.reason,
                                              sop_instance_uid=_safe_uid(header, SOP_INSTANCE_UID),
                                              sop_class_uid=_safe_uid(header, SOP_CLASS_UID)))
         sop_class, sop_uid, study_uid, series_uid = uids
@@ -203,12 +242,13 @@ class IngestService:
         checksums = self._checksums(received.dataset_bytes, data)
         try:
             metadata = header.metadata_json(study_uid, series_uid, sop_uid)
-            record = self._record(header, received.transfer_syntax_uid, uids, metadata)
+            record = self._index_record(header, received.transfer_syntax_uid, uids, metadata)
         except (RecursionError, MemoryError):
-            return self._result(IngestResult("rejected", CANNOT_UNDERSTAND, "dataset too deeply nested or too large", **base))
+            return self._result(IngestResult(IngestStatus.REJECTED, Status.CANNOT_UNDERSTAND,
+                                             "dataset too deeply nested or too large", **base))
         except Exception as exc:  # noqa: BLE001 - malformed values
             # the exception text may quote element values (patient data): report its type only
-            return self._result(IngestResult("rejected", CANNOT_UNDERSTAND,
+            return self._result(IngestResult(IngestStatus.REJECTED, Status.CANNOT_UNDERSTAND,
                                              f"cannot read dataset: malformed value ({type(exc).__name__})", **base))
 
         record.object_key = dicomfile.new_object_key()
@@ -217,46 +257,95 @@ class IngestService:
             self.store.put(record.object_key, data)
         except StoreError as exc:
             log.warning("object store write failed: %s", exc)
-            return self._result(IngestResult("failed", OUT_OF_RESOURCES, f"storage unavailable: {exc}", **base))
+            return self._result(IngestResult(IngestStatus.FAILED, Status.OUT_OF_RESOURCES,
+                                             f"storage unavailable: {exc}", **base))
         crash_point("ingest.after_object_write")
         record.received_sha256, record.object_sha256 = checksums()
 
-        enqueue = [("compress", {"sop_instance_uid": sop_uid})] if record.compression_state == "pending" else []
+        pending = record.compression_state == CompressionState.PENDING
+        enqueue = [("compress", {"sop_instance_uid": sop_uid})] if pending else []
         try:
             outcome = self.catalog.record_instance(record, enqueue=enqueue,
                                                    keep_revisions=self.duplicates == "revision")
         except Exception as exc:  # noqa: BLE001 - any index failure
-            # The commit may have happened even though we were told otherwise (a connection lost
-            # during COMMIT), so the object is not deleted here: if no row refers to it, the
-            # orphan sweeper removes it after the grace period.
-            reason = str(exc) if isinstance(exc, CatalogUnavailable) else f"index write failed: {type(exc).__name__}"
-            log.warning("index write failed: %s", reason)
-            return self._result(IngestResult("failed", OUT_OF_RESOURCES, reason, **base))
+            return self._index_failed(exc, base)
         crash_point("ingest.after_index_commit")
-        for key in outcome.orphaned_keys:
-            self._discard(key)
-        if self.metrics is not None and outcome.status in ("stored", "revised"):
+        try:
+            repaired = outcome.status == RecordStatus.DUPLICATE and self._repair(record, outcome, enqueue)
+        except Exception as exc:  # noqa: BLE001 - any index failure
+            return self._index_failed(exc, base)
+        if self.metrics is not None and (repaired or outcome.status in (RecordStatus.STORED, RecordStatus.REVISED)):
             self.metrics.observe_ingest(time.perf_counter() - started, len(data))
-        if outcome.status == "duplicate":
-            return self._result(IngestResult("duplicate", SUCCESS, "identical instance already stored", **base))
-        if outcome.status == "conflict":
+        if repaired:
+            return self._result(IngestResult(IngestStatus.STORED, Status.SUCCESS,
+                                             "the stored copy was missing or corrupt: replaced by this one", **base))
+        if outcome.status == RecordStatus.DUPLICATE:
+            return self._result(IngestResult(IngestStatus.DUPLICATE, Status.SUCCESS,
+                                             "identical instance already stored", **base))
+        if outcome.status == RecordStatus.CONFLICT:
+            self._discard(record.object_key)
             return self._result(IngestResult(
-                "rejected", DUPLICATE_REFUSED,
+                IngestStatus.REJECTED, Status.DUPLICATE_SOP_INSTANCE,
                 "an instance with this SOP Instance UID and different content is already stored", **base))
-        if outcome.status == "revised":
-            return self._result(IngestResult("revised", SUCCESS, "new revision; the previous object is retained", **base))
-        return self._result(IngestResult("stored", SUCCESS, "", **base))
+        if outcome.status == RecordStatus.REVISED:
+            return self._result(IngestResult(IngestStatus.REVISED, Status.SUCCESS,
+                                             "new revision; the previous object is retained", **base))
+        return self._result(IngestResult(IngestStatus.STORED, Status.SUCCESS, "", **base))
 
-    def _validate(self, header: DicomHeader, command_class: str | None,
-                  command_instance: str | None) -> tuple[str, str, str, str]:
+    def _index_failed(self, exc: Exception, base: dict[str, str]) -> IngestResult:
+        # The commit may have happened even though we were told otherwise (a connection lost
+        # during COMMIT), so the object is not deleted here: if no row refers to it, the
+        # orphan sweeper removes it after the grace period.
+        reason = str(exc) if isinstance(exc, CatalogUnavailable) else f"index write failed: {type(exc).__name__}"
+        log.warning("index write failed: %s", reason)
+        return self._result(IngestResult(IngestStatus.FAILED, Status.OUT_OF_RESOURCES, reason, **base))
+
+    def _repair(self, record: InstanceRecord, outcome: RecordOutcome,
+                enqueue: list[tuple[str, dict[str, Any]]]) -> bool:
+        """A duplicate arrived: keep it in place of the stored copy if that one is lost or corrupt.
+
+        Asks the store outside the index transaction, then points the instance at the new
+        object with a compare and swap (the index changed meanwhile: it stays a duplicate).
+        Otherwise the new object is deleted. Returns whether the new object replaced the stored one.
+        """
+        stored_key = outcome.existing_key
+        assert stored_key is not None
+        if outcome.existing_integrity == Integrity.OK:
+            try:
+                present = self.store.exists(stored_key)
+            except StoreError as exc:  # cannot tell: keep what is indexed; the sweeper removes the new object
+                log.warning("could not check the stored copy of a resent instance: %s", exc)
+                return False
+            if present:
+                self._discard(record.object_key)
+                return False
+        replaced = self.catalog.replace_object(
+            record.sop_instance_uid, stored_key, object_key=record.object_key, object_size=record.object_size,
+            object_sha256=record.object_sha256, transfer_syntax_uid=record.transfer_syntax_uid,
+            compression_state=record.compression_state, compression_note=record.compression_note,
+            integrity=Integrity.OK, enqueue=enqueue)
+        if not replaced:
+            self._discard(record.object_key)
+            return False
+        log.warning("a resent instance replaced its stored copy, which was %s",
+                    "missing" if outcome.existing_integrity == Integrity.OK else "corrupt")
+        if outcome.existing_integrity != Integrity.OK:
+            self._discard(stored_key)  # the corrupt copy; no row refers to it any more
+        return True
+
+    def _validate(self, header: DicomHeader, expected: Expected) -> tuple[str, str, str, str]:
         sop_class = check_uid(header.raw_text(SOP_CLASS_UID), "SOP Class UID (0008,0016)")
         sop_uid = check_uid(header.raw_text(SOP_INSTANCE_UID), "SOP Instance UID (0008,0018)")
         study_uid = check_uid(header.raw_text(STUDY_INSTANCE_UID), "Study Instance UID (0020,000D)")
         series_uid = check_uid(header.raw_text(SERIES_INSTANCE_UID), "Series Instance UID (0020,000E)")
-        if command_instance is not None and command_instance.strip("\0 ") != sop_uid:
-            raise IngestRejected(DATASET_MISMATCH, "dataset SOP Instance UID differs from the command's Affected SOP Instance UID")
-        if command_class is not None and command_class.strip("\0 ") != sop_class:
-            raise IngestRejected(DATASET_MISMATCH, "dataset SOP Class UID differs from the command's Affected SOP Class UID")
+        if expected.sop_instance_uid is not None and expected.sop_instance_uid.strip("\0 ") != sop_uid:
+            raise IngestRejected(Status.DATASET_DOES_NOT_MATCH_SOP_CLASS,
+                                 "dataset SOP Instance UID differs from the command's Affected SOP Instance UID")
+        if expected.sop_class_uid is not None and expected.sop_class_uid.strip("\0 ") != sop_class:
+            raise IngestRejected(Status.DATASET_DOES_NOT_MATCH_SOP_CLASS,
+                                 "dataset SOP Class UID differs from the command's Affected SOP Class UID")
+        if expected.study_instance_uid is not None and expected.study_instance_uid != study_uid:
+            raise IngestRejected(Status.PROCESSING_FAILURE, "the instance does not belong to the study in the request URL")
         return sop_class, sop_uid, study_uid, series_uid
 
     def _checksums(self, dataset: bytes | memoryview, data: bytes) -> Callable[[], tuple[str, str]]:
@@ -273,60 +362,43 @@ class IngestService:
         stored = self._hasher.submit(lambda: hashlib.sha256(data).hexdigest())
         return lambda: (received.result(), stored.result())
 
-    def _record(self, header: DicomHeader, ts: str, uids: tuple[str, str, str, str],
-                metadata: bytes) -> InstanceRecord:
+    def _index_record(self, header: DicomHeader, ts: str, uids: tuple[str, str, str, str],
+                      metadata: bytes) -> InstanceRecord:
+        """What the index will hold of this instance: each extracted attribute of each level.
+
+        The UIDs are the validated ones; every other attribute is read as its column
+        takes it (:data:`pacs_lite.catalog.EXTRACTED`: integer, or text cut to the column).
+        """
         sop_class, sop_uid, study_uid, series_uid = uids
-        text, number = header.text, header.int
+        validated = {"SOPClassUID": sop_class, "SOPInstanceUID": sop_uid, "StudyInstanceUID": study_uid,
+                     "SeriesInstanceUID": series_uid}
+
+        def values(level: str) -> dict[str, Any]:
+            out: dict[str, Any] = {}
+            for attr in EXTRACTED[level]:
+                if attr.keyword in validated:
+                    out[attr.name] = validated[attr.keyword]
+                elif attr.value_kind == INT:
+                    out[attr.name] = header.int(attr.tag)
+                else:
+                    out[attr.name] = header.text(attr.tag, limit=attr.limit)
+            return out
+
         if self.compression_target == "none":
-            state, note = "none", ""
+            state, note = CompressionState.NONE, ""
         elif not any(header.has(tag) for tag in PIXEL_TAGS):
-            state, note = "kept", "no pixel data"
-        elif ts not in NATIVE_SYNTAXES:
-            state, note = "kept", "received compressed; stored as received"
+            state, note = CompressionState.KEPT, "no pixel data"
+        elif ts not in NATIVE:
+            state, note = CompressionState.KEPT, "received compressed; stored as received"
         elif not header.has(PIXEL_DATA):
-            state, note = "kept", "float pixel data"
+            state, note = CompressionState.KEPT, "float pixel data"
         else:
-            state, note = "pending", ""
-        frames = number(0x00280008) or 1
+            state, note = CompressionState.PENDING, ""
+        instance = values("IMAGE")
+        instance["number_of_frames"] = max(1, instance["number_of_frames"] or 1)
         return InstanceRecord(
-            patient={
-                "patient_id": text(0x00100020, limit=64),
-                "patient_name": text(0x00100010, limit=324),
-                "birth_date": text(0x00100030, limit=8),
-                "sex": text(0x00100040, limit=16),
-            },
-            study={
-                "study_instance_uid": study_uid,
-                "study_date": text(0x00080020, limit=8),
-                "study_time": text(0x00080030, limit=16),
-                "accession_number": text(0x00080050, limit=16),
-                "study_id": text(0x00200010, limit=16),
-                "study_description": text(0x00081030, limit=64),
-                "referring_physician_name": text(0x00080090, limit=324),
-            },
-            series={
-                "series_instance_uid": series_uid,
-                "modality": text(0x00080060, limit=16),
-                "series_number": number(0x00200011),
-                "series_description": text(0x0008103E, limit=64),
-                "series_date": text(0x00080021, limit=8),
-                "series_time": text(0x00080031, limit=16),
-                "body_part_examined": text(0x00180015, limit=16),
-            },
-            sop_instance_uid=sop_uid,
-            sop_class_uid=sop_class,
-            instance_number=number(0x00200013),
-            number_of_frames=max(1, frames),
-            rows=number(0x00280010),
-            columns=number(0x00280011),
-            transfer_syntax_uid=ts,
-            object_key="",
-            object_size=0,
-            object_sha256="",
-            received_sha256="",
-            metadata_json=metadata,
-            compression_state=state,
-            compression_note=note,
+            patient=values("PATIENT"), study=values("STUDY"), series=values("SERIES"), instance=instance,
+            transfer_syntax_uid=ts, metadata_json=metadata, compression_state=state, compression_note=note,
         )
 
     def _discard(self, key: str) -> None:

@@ -16,3 +16,5 @@ def configure_logging(level: str = "INFO") -> None:
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)
     # pydicom's messages quote element values (patient data) at every level: never emit them
     logging.getLogger("pydicom").setLevel(logging.CRITICAL + 10)
+    # Alembic lists every plugin it loads at INFO, in each process that opens the index; its migrations stay INFO
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)

@@ -134,5 +134,13 @@ class ObjectStore(abc.ABC):
     def check(self) -> None:
         """Raise :class:`StoreUnavailable` unless the store is reachable and writable now."""
 
+    def sweep_temp(self, older_than_seconds: float = 3600.0) -> int:
+        """Remove what interrupted writes left behind, older than ``older_than_seconds``; return how many.
+
+        A store whose interrupted writes never become objects has nothing to do here (S3: incomplete
+        multipart uploads are left to the bucket's lifecycle rules).
+        """
+        return 0
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections; the default has nothing to release."""

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.peers  # the benchmark: PACS-lite, Orthanc and storescp
+
 ROOT = Path(__file__).resolve().parents[1]
 NEEDED = ("storescu", "storescp", "/usr/sbin/Orthanc", "/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
 

@@ -9,8 +9,10 @@ import pytest
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
+from pacs_lite import dicomfile
 from pacs_lite.archive import Archive
-from pacs_lite.catalog import QueryError
+from pacs_lite.catalog import Integrity, QueryError
+from pacs_lite.maintenance import verify
 from tests.support.dicom import make_instance, part10
 from tests.support.pacs import make_config
 
@@ -126,15 +128,15 @@ def test_series_metadata_is_cached_until_the_series_changes(arch: Archive) -> No
 
 def test_jobs_are_claimed_once(arch: Archive) -> None:
     for i in range(20):
-        arch.catalog.add_job("test", {"n": i})
+        arch.catalog.jobs.add("test", {"n": i})
     taken: list[int] = []
     lock = threading.Lock()
 
     def worker(name: str) -> None:
-        while (job := arch.catalog.claim_job(["test"], name)) is not None:
+        while (job := arch.catalog.jobs.claim(["test"], name)) is not None:
             with lock:
                 taken.append(job[2]["n"])
-            arch.catalog.finish_job(job[0])
+            arch.catalog.jobs.finish(job[0])
 
     threads = [threading.Thread(target=worker, args=(f"w{i}",)) for i in range(4)]
     for t in threads:
@@ -142,13 +144,13 @@ def test_jobs_are_claimed_once(arch: Archive) -> None:
     for t in threads:
         t.join()
     assert sorted(taken) == list(range(20))
-    assert arch.catalog.job_counts() == {"done": 20}
+    assert arch.catalog.jobs.counts() == {"done": 20}
 
 
 def test_expired_lease_is_claimed_again(arch: Archive) -> None:
-    arch.catalog.add_job("test", {})
-    first = arch.catalog.claim_job(["test"], "dead-worker", lease_seconds=-1)
-    again = arch.catalog.claim_job(["test"], "live-worker")
+    arch.catalog.jobs.add("test", {})
+    first = arch.catalog.jobs.claim(["test"], "dead-worker", lease_seconds=-1)
+    again = arch.catalog.jobs.claim(["test"], "live-worker")
     assert first is not None and again is not None
     assert again[0] == first[0] and again[3] == 2
 
@@ -173,3 +175,120 @@ def test_concurrent_ingest_of_one_study(arch: Archive) -> None:
     [row] = arch.catalog.find("STUDY", {"StudyInstanceUID": study})
     assert row["NumberOfStudyRelatedInstances"] == 24
     assert row["NumberOfStudyRelatedSeries"] == 1
+
+
+# -- one write path: the same rules whether the series is known or new ----------------------------------
+
+
+@pytest.mark.parametrize("later", ["known series", "new series", "new study"])
+def test_a_corrected_attribute_shows_however_the_instance_arrives(arch: Archive, later: str) -> None:
+    study, series = generate_uid(), generate_uid()
+    _store(arch, make_instance(study=study, series=series, patient_id="P7", patient_name="Doe^Jon",
+                               StudyDescription="Head", SeriesDescription="axial", PatientSex="M"))
+    where = {"known series": (study, series), "new series": (study, generate_uid()),
+             "new study": (generate_uid(), generate_uid())}[later]
+    # a corrected name and descriptions; an empty value erases nothing
+    _store(arch, make_instance(study=where[0], series=where[1], patient_id="P7", patient_name="Doe^Jöhn",
+                               StudyDescription="Head CT", SeriesDescription="axial 2mm", PatientSex=""))
+    [patient] = arch.catalog.find("PATIENT", {"PatientID": "P7"})
+    assert (patient["PatientName"], patient["PatientSex"]) == ("Doe^Jöhn", "M")
+    assert [r["PatientID"] for r in arch.catalog.find("PATIENT", {"PatientName": "DOE^JOHN"})] == ["P7"]
+    assert arch.catalog.find("PATIENT", {"PatientName": "Doe^Jon"}) == []
+    descriptions = {r["StudyInstanceUID"]: r["StudyDescription"] for r in arch.catalog.find("STUDY", {"PatientID": "P7"})}
+    assert descriptions[where[0]] == "Head CT"
+    assert descriptions[study] == ("Head" if later == "new study" else "Head CT")
+    series_descriptions = {r["SeriesInstanceUID"]: r["SeriesDescription"]
+                           for r in arch.catalog.find("SERIES", {"PatientID": "P7"})}
+    assert series_descriptions[where[1]] == "axial 2mm"
+    assert series_descriptions[series] == ("axial 2mm" if later == "known series" else "axial")
+    assert patient["NumberOfPatientRelatedStudies"] == (2 if later == "new study" else 1)
+
+
+@pytest.mark.parametrize("policy", ["revision", "reject"])
+@pytest.mark.parametrize("moves", [False, True], ids=["same-series", "new-series"])
+def test_duplicate_revision_and_conflict_are_decided_alike_in_a_known_or_new_series(
+        tmp_path: Path, index_url: str, policy: str, moves: bool) -> None:
+    archive = Archive(make_config(tmp_path, index_url=index_url, compression={"transfer_syntax": "none"},
+                                  ingest={"duplicates": policy}))
+    try:
+        study, series = generate_uid(), generate_uid()
+        ds = make_instance(study=study, series=series)
+        _store(archive, ds)
+        _store(archive, make_instance(study=study, series=series))  # the first series keeps an instance
+        first = archive.catalog.lookup_instance(ds.SOPInstanceUID)
+        assert archive.ingest.ingest_part10(part10(ds)).status == "duplicate"
+        if moves:
+            ds.SeriesInstanceUID = generate_uid()
+        ds.SeriesDescription = "changed"
+        result = archive.ingest.ingest_part10(part10(ds))
+        again = archive.ingest.ingest_part10(part10(ds))
+        current = archive.catalog.lookup_instance(ds.SOPInstanceUID)
+        [row] = archive.catalog.find("STUDY", {"StudyInstanceUID": study})
+        counts = {r["SeriesInstanceUID"]: r["NumberOfSeriesRelatedInstances"]
+                  for r in archive.catalog.find("SERIES", {"StudyInstanceUID": study})}
+        objects = {o.key for o in archive.store.iter_objects()}
+        if policy == "revision":
+            assert (result.status, again.status) == ("revised", "duplicate")
+            assert current.series_instance_uid == ds.SeriesInstanceUID and current.object_key != first.object_key
+            assert row["NumberOfStudyRelatedInstances"] == 2
+            assert counts == ({series: 1, ds.SeriesInstanceUID: 1} if moves else {series: 2})
+            assert row["NumberOfStudyRelatedSeries"] == len(counts)
+            assert len(objects) == 3 and first.object_key in objects  # the older object is retained
+        else:
+            assert (result.status, again.status) == ("rejected", "rejected")
+            assert result.dicom_status == again.dicom_status == 0x0111
+            assert current == first
+            assert (row["NumberOfStudyRelatedInstances"], counts) == (2, {series: 2})
+            assert len(objects) == 2
+        assert verify(archive, grace_seconds=0).clean
+    finally:
+        archive.close()
+
+
+@pytest.mark.parametrize("damage", ["deleted", "marked corrupt"])
+def test_a_resend_repairs_an_instance_whose_stored_object_is_gone(arch: Archive, damage: str) -> None:
+    ds = make_instance()
+    data = part10(ds)
+    _store(arch, ds)
+    before = arch.catalog.lookup_instance(ds.SOPInstanceUID)
+    if damage == "deleted":
+        arch.store.delete(before.object_key)
+    else:
+        arch.catalog.mark_integrity(ds.SOPInstanceUID, Integrity.CORRUPT)
+    result = arch.ingest.ingest_part10(data)
+    assert (result.status, result.dicom_status) == ("stored", 0), result
+    after = arch.catalog.lookup_instance(ds.SOPInstanceUID)
+    assert after.object_key != before.object_key and after.integrity == Integrity.OK
+    assert dicomfile.split_part10(arch.retrieval.read(after))[1] == dicomfile.split_part10(data)[1]
+    assert {o.key for o in arch.store.iter_objects()} == {after.object_key}  # the damaged copy is gone too
+    assert verify(arch, grace_seconds=0).clean
+    # the stored copy is whole now: a resend is a duplicate and leaves nothing behind
+    assert arch.ingest.ingest_part10(data).status == "duplicate"
+    assert {o.key for o in arch.store.iter_objects()} == {after.object_key}
+    [row] = arch.catalog.find("STUDY", {"StudyInstanceUID": ds.StudyInstanceUID})
+    assert row["NumberOfStudyRelatedInstances"] == 1
+
+
+def test_a_new_instance_of_a_known_series_is_a_few_statements(arch: Archive) -> None:
+    from sqlalchemy import event
+
+    study, series = generate_uid(), generate_uid()
+    _store(arch, make_instance(study=study, series=series, StudyDescription="Head"))
+    statements: list[str] = []
+
+    def count(conn, cursor, statement, parameters, context, executemany) -> None:  # type: ignore[no-untyped-def]
+        if statement.lstrip().split()[0].upper() in ("SELECT", "INSERT", "UPDATE", "DELETE"):
+            statements.append(statement)
+
+    event.listen(arch.catalog.write_engine, "before_cursor_execute", count)
+    try:
+        _store(arch, make_instance(study=study, series=series, StudyDescription="Head"))
+        unchanged = len(statements)
+        statements.clear()
+        _store(arch, make_instance(study=study, series=series, StudyDescription="Head CT"))
+        changed = len(statements)
+    finally:
+        event.remove(arch.catalog.write_engine, "before_cursor_execute", count)
+    # look up the instance and the series (with its study and patient), insert, count series and study
+    assert unchanged == 5
+    assert changed == 6  # and one UPDATE of the study whose description changed

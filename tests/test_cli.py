@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from harness.net import free_port, wait_for_port
+from harness.processes import ManagedProcess
 from tests.support.dicom import make_instance, part10
-from tests.support.net import free_port, wait_for_port
 from tests.support.pacs import pacs_lite, pydicom_test_files
-from tests.support.processes import ManagedProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -40,23 +40,28 @@ def test_bad_configuration_stops_with_the_key_named(tmp_path: Path) -> None:
     assert out.returncode == 2 and "dicom.port" in out.stderr
 
 
+@pytest.mark.slow
 def test_import_summarises_and_fails_on_rejects(tmp_path: Path) -> None:
     src = tmp_path / "in" / "nested"
     src.mkdir(parents=True)
     for i in range(3):
         (src / f"img{i}.dcm").write_bytes(part10(make_instance(patient_id=f"IMP{i}")))
     (src.parent / "notes.txt").write_text("not a DICOM file")
+    broken = make_instance(patient_id="IMPX")
+    del broken.SOPInstanceUID
+    (src.parent / "broken.dcm").write_bytes(part10(broken))
     env = {"PACS_LITE_COMPRESSION_TRANSFER_SYNTAX": "none"}
     out = pacs_lite("import", "in", cwd=tmp_path, env=env)
-    assert out.returncode == 1
-    assert "4 files: 3 stored, 0 duplicates, 1 rejected" in out.stdout
-    assert "notes.txt" in out.stderr and "DICM" in out.stderr
+    assert out.returncode == 1  # the broken DICOM file; a file that is not DICOM is skipped, not a rejection
+    assert "5 files: 3 stored, 0 duplicates, 1 rejected, 0 failed, 1 skipped" in out.stdout
+    assert "notes.txt: not DICOM" in out.stderr and "rejected in/broken.dcm: " in out.stderr
     out = pacs_lite("import", "in/nested", cwd=tmp_path, env=env)
     assert out.returncode == 0
     assert "3 files: 0 stored, 3 duplicates, 0 rejected" in out.stdout
     assert "IMP" not in out.stdout + out.stderr, "no patient data in the output"
 
 
+@pytest.mark.slow
 def test_import_real_files(tmp_path: Path) -> None:
     files = [p for p in pydicom_test_files() if p.suffix == ".dcm"][:30]
     for p in files:
@@ -68,6 +73,7 @@ def test_import_real_files(tmp_path: Path) -> None:
     assert out.returncode in (0, 1)
 
 
+@pytest.mark.slow
 def test_verify_reports_corruption_and_orphans_and_repairs(tmp_path: Path) -> None:
     env = {"PACS_LITE_COMPRESSION_TRANSFER_SYNTAX": "none"}
     (tmp_path / "a.dcm").write_bytes(part10(make_instance()))
@@ -91,6 +97,7 @@ def test_verify_reports_corruption_and_orphans_and_repairs(tmp_path: Path) -> No
     assert not orphan.exists()
 
 
+@pytest.mark.peers
 def test_serve_runs_on_defaults_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
     dicom_port, http_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("PACS_LITE_")}
@@ -126,6 +133,7 @@ def test_serve_runs_on_defaults_and_stops_cleanly_on_sigterm(tmp_path: Path) -> 
         assert f":{dicom_port} " not in listening and f":{http_port} " not in listening
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", ["import", "verify"])
 def test_commands_work_with_a_config_file(tmp_path: Path, command: str) -> None:
     (tmp_path / "pacs.toml").write_text('[storage]\npath = "store"\n[index]\nurl = "sqlite:///idx.db"\n')
@@ -136,6 +144,7 @@ def test_commands_work_with_a_config_file(tmp_path: Path, command: str) -> None:
     assert (tmp_path / "idx.db").exists()
 
 
+@pytest.mark.peers
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_serve_stops_when_the_whole_process_group_is_signalled(tmp_path: Path, sig: signal.Signals) -> None:
     """Ctrl-C in a terminal, `timeout` or systemd signal every process of the group at once."""

@@ -19,8 +19,8 @@ from pacs_lite import dicomfile
 from pacs_lite.archive import Archive
 from pacs_lite.compression import compress_spliced, run_one_job
 from pacs_lite.maintenance import verify
-from pacs_lite.retrieval import encode_part10
-from storage import codecs
+from pacs_lite.retrieval import AS_STORED, Option, encode_part10
+from storage.pixels import CodecError, compress, pixel_array
 from tests.support.dicom import make_instance, part10, read_dataset
 from tests.support.pacs import corpus_files, make_config, pacs_lite
 
@@ -56,11 +56,12 @@ def _drain(archive: Archive) -> int:
 
 def _pixels(data: bytes) -> np.ndarray | None:
     try:
-        return codecs.pixel_array(dicomfile.read_part10(data))
-    except codecs.CodecError:
+        return pixel_array(dicomfile.read_part10(data))
+    except CodecError:
         return None
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("target", list(TARGETS))
 def test_every_corpus_image_comes_back_with_identical_pixels(tmp_path: Path, target: str) -> None:
     archive = Archive(make_config(tmp_path, compression={"transfer_syntax": TARGETS[target]}))
@@ -85,8 +86,8 @@ def test_every_corpus_image_comes_back_with_identical_pixels(tmp_path: Path, tar
                 assert inst.transfer_syntax_uid == inst.received_transfer_syntax_uid
             if original is None:
                 continue  # pixel data this build cannot decode: it must at least come back as stored
-            delivered = archive.retrieval.deliver(inst, [EXPLICIT])
-            back = codecs.pixel_array(dicomfile.read_part10(delivered.data))
+            delivered = archive.retrieval.instance(inst, [Option.exactly(EXPLICIT)])
+            back = pixel_array(dicomfile.read_part10(delivered.data))
             assert back.shape == original.shape, uid
             assert np.array_equal(back, original), f"pixels differ for {uid} ({target})"
         assert compressed >= 15, f"only {compressed} images compressed with {target}"
@@ -95,6 +96,7 @@ def test_every_corpus_image_comes_back_with_identical_pixels(tmp_path: Path, tar
         archive.close()
 
 
+@pytest.mark.slow
 def test_compressed_input_comes_back_byte_identical(tmp_path: Path) -> None:
     archive = Archive(make_config(tmp_path))
     try:
@@ -107,7 +109,7 @@ def test_compressed_input_comes_back_byte_identical(tmp_path: Path) -> None:
             _drain(archive)
             inst = archive.catalog.lookup_instance(result.sop_instance_uid)
             assert inst.compression_state == "kept"
-            delivered = archive.retrieval.deliver(inst, ["*"])
+            delivered = archive.retrieval.instance(inst, [AS_STORED])
             assert delivered.transfer_syntax_uid == ts
             assert dicomfile.split_part10(delivered.data)[1] == body
             checked += 1
@@ -125,13 +127,14 @@ def test_lossy_original_is_never_relabelled_lossless(tmp_path: Path) -> None:
         from pacs_lite.retrieval import RetrievalError
 
         with pytest.raises(RetrievalError):
-            archive.retrieval.deliver(inst, [TARGETS["jpeg-ls"]])
-        native = archive.retrieval.deliver(inst, [EXPLICIT])
+            archive.retrieval.instance(inst, [Option.exactly(TARGETS["jpeg-ls"])])
+        native = archive.retrieval.instance(inst, [Option.exactly(EXPLICIT)])
         assert read_dataset(native.data).LossyImageCompression == "01"
     finally:
         archive.close()
 
 
+@pytest.mark.peers
 @pytest.mark.parametrize("point", ["compress.after_object_write", "compress.after_index_switch",
                                    "compress.before_original_delete"])
 def test_worker_killed_mid_job_loses_nothing(tmp_path: Path, point: str) -> None:
@@ -148,8 +151,8 @@ def test_worker_killed_mid_job_loses_nothing(tmp_path: Path, point: str) -> None
         def all_retrievable() -> None:
             for uid, pixels in sent.items():
                 inst = archive.catalog.lookup_instance(uid)
-                data = archive.retrieval.deliver(inst, [EXPLICIT]).data
-                assert np.array_equal(codecs.pixel_array(dicomfile.read_part10(data)), pixels)
+                data = archive.retrieval.instance(inst, [Option.exactly(EXPLICIT)]).data
+                assert np.array_equal(pixel_array(dicomfile.read_part10(data)), pixels)
 
         all_retrievable()
         import time
@@ -171,6 +174,7 @@ def _elements(ds: Dataset) -> dict[int, Any]:
     return {int(elem.tag): elem.value for elem in ds if elem.tag != 0x7FE00010}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("target", list(TARGETS))
 def test_spliced_compression_writes_what_the_general_path_writes(tmp_path: Path, target: str) -> None:
     """Replacing only the Pixel Data element gives the dataset pydicom would have written."""
@@ -184,9 +188,9 @@ def test_spliced_compression_writes_what_the_general_path_writes(tmp_path: Path,
             stored = archive.retrieval.read(archive.catalog.lookup_instance(result.sop_instance_uid))
             try:
                 fast = compress_spliced(stored, TARGETS[target])
-                general = encode_part10(codecs.compress(dicomfile.read_part10(stored), TARGETS[target]),
+                general = encode_part10(compress(dicomfile.read_part10(stored), TARGETS[target]),
                                         TARGETS[target])
-            except codecs.CodecError:
+            except CodecError:
                 continue  # refused by the codec: the same on both paths (they share compress())
             if fast is None:
                 general_only += 1
@@ -197,7 +201,7 @@ def test_spliced_compression_writes_what_the_general_path_writes(tmp_path: Path,
             assert ours.PixelData == theirs.PixelData  # the same fragments, offset table included
             assert ours.file_meta.TransferSyntaxUID == TARGETS[target]
             assert _elements(ours.file_meta) == _elements(theirs.file_meta)
-            assert np.array_equal(codecs.pixel_array(ours), codecs.pixel_array(dicomfile.read_part10(stored)))
+            assert np.array_equal(pixel_array(ours), pixel_array(dicomfile.read_part10(stored)))
         assert spliced >= 10 and general_only >= 5, (spliced, general_only)
     finally:
         archive.close()

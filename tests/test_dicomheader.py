@@ -25,7 +25,8 @@ from pydicom.dataset import Dataset
 from pydicom.filereader import _read_file_meta_info, read_preamble
 from pydicom.multival import MultiValue
 
-from pacs_lite import dicomfile, dicomheader, dicomjson
+from pacs_lite import dicomfile, dicomheader
+from pacs_lite.catalog import BASE_PLACEHOLDER
 from tests.support.dicom import make_instance, part10
 from tests.support.pacs import corpus_files
 from tests.support.reference_json import pydicom_instance_metadata
@@ -35,7 +36,7 @@ IMPLICIT_LE = "1.2.840.10008.1.2"
 EXPLICIT_BE = "1.2.840.10008.1.2.2"
 DEFLATED = "1.2.840.10008.1.2.1.99"
 UIDS = ("1.2.3", "1.2.3.4", "1.2.3.4.5")
-BASE = dicomjson.bulk_base(*UIDS)
+BASE = dicomheader.bulk_base(*UIDS)
 LONG = {"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "UC", "UN", "UR", "UT", "SV", "UV"}
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # pydicom warns about every odd value it reads
@@ -177,7 +178,7 @@ def test_metadata_is_strict_json_and_keeps_bulk_paths() -> None:
     ts, body = dicomfile.split_part10(part10(ds))
     doc = _mine(body, ts)  # parsed without accepting NaN or Infinity
     assert doc["7FE00010"] == {"vr": "OW", "BulkDataURI": BASE + "7FE00010"}
-    assert BASE.startswith(dicomjson.BASE_PLACEHOLDER + "/studies/1.2.3/series/1.2.3.4/instances/1.2.3.4.5/bulk/")
+    assert BASE.startswith(BASE_PLACEHOLDER + "/studies/1.2.3/series/1.2.3.4/instances/1.2.3.4.5/bulk/")
     assert list(doc) == sorted(doc)
 
 

@@ -14,6 +14,7 @@ import pytest
 import requests
 from pydicom.uid import generate_uid
 
+from harness.net import LOOPBACK
 from tests.support.dicom import make_instance, part10
 from tests.support.http import (
     LiveServer,
@@ -26,7 +27,6 @@ from tests.support.http import (
     stow_content_type,
     value,
 )
-from tests.support.net import LOOPBACK
 
 MAX_PARTS = 50
 MAX_REQUEST = 1024 * 1024

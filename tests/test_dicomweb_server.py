@@ -15,6 +15,8 @@ import pydicom
 import pytest
 import requests
 
+from harness.net import LOOPBACK, free_port, listening_tcp_addresses, port_is_open
+from harness.processes import ManagedProcess, rss_bytes
 from pacs_lite.archive import Archive
 from storage import StoreUnavailable
 from tests.support.dicom import make_instance, part10
@@ -27,8 +29,6 @@ from tests.support.http import (
     stow,
     stow_content_type,
 )
-from tests.support.net import LOOPBACK, free_port, listening_tcp_addresses, port_is_open
-from tests.support.processes import ManagedProcess, rss_bytes
 from viewer.access import AccessPolicy, is_loopback
 from viewer.app import create_app
 
@@ -85,6 +85,7 @@ transfer_syntax = "none"
 # -- the deployed server --------------------------------------------------------------------------------
 
 
+@pytest.mark.peers
 def test_gunicorn_serves_health_and_binds_loopback_only(gunicorn: Gunicorn) -> None:
     assert requests.get(f"{gunicorn.url}/healthz", timeout=10).json() == {"status": "ok"}
     assert requests.get(f"{gunicorn.url}/readyz", timeout=10).json() == {"status": "ready"}
@@ -93,6 +94,7 @@ def test_gunicorn_serves_health_and_binds_loopback_only(gunicorn: Gunicorn) -> N
     assert "Control socket" not in gunicorn.process.log_tail(200)
 
 
+@pytest.mark.peers
 def test_gunicorn_stow_chunked_with_dicomweb_client_and_retrieve(gunicorn: Gunicorn) -> None:
     from dicomweb_client.api import DICOMwebClient
 
@@ -111,6 +113,7 @@ def test_gunicorn_stow_chunked_with_dicomweb_client_and_retrieve(gunicorn: Gunic
     assert metadata[0]["7FE00010"]["BulkDataURI"].startswith(f"http://{LOOPBACK}/dicomweb/studies/")
 
 
+@pytest.mark.peers
 def test_gunicorn_access_log_has_no_query_strings(gunicorn: Gunicorn) -> None:
     requests.get(f"{gunicorn.base}/studies", params={"PatientName": "Secretname*"}, timeout=10)
     time.sleep(0.3)
@@ -119,6 +122,7 @@ def test_gunicorn_access_log_has_no_query_strings(gunicorn: Gunicorn) -> None:
     assert "Secretname" not in log
 
 
+@pytest.mark.peers
 def test_gunicorn_ten_thousand_parts_and_streaming_memory(gunicorn: Gunicorn) -> None:
     """Hostile and large bodies are streamed: the worker's memory stays bounded."""
     worker = gunicorn.worker_pids()[0]
@@ -144,6 +148,7 @@ def test_gunicorn_ten_thousand_parts_and_streaming_memory(gunicorn: Gunicorn) ->
     assert requests.get(f"{gunicorn.url}/healthz", timeout=10).status_code == 200
 
 
+@pytest.mark.peers
 def test_gunicorn_cors(gunicorn: Gunicorn) -> None:
     preflight = requests.options(f"{gunicorn.base}/studies", timeout=10, headers={
         "Origin": ORIGIN, "Access-Control-Request-Method": "GET",
@@ -161,6 +166,7 @@ def test_gunicorn_cors(gunicorn: Gunicorn) -> None:
     assert "Access-Control-Allow-Origin" not in other.headers
 
 
+@pytest.mark.peers
 def test_entry_point_refuses_a_bad_configuration(tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text("[http]\nport = 'eighty'\n")

@@ -23,7 +23,7 @@ from pydicom.uid import EncapsulatedPDFStorage, JPEGLSLossless, generate_uid
 from pacs_lite import dicomfile
 from pacs_lite.archive import Archive
 from pacs_lite.catalog import CatalogUnavailable
-from storage import StoreUnavailable, codecs
+from storage import StoreUnavailable, pixels
 from tests.support.dicom import make_instance, part10, read_dataset
 from tests.support.http import (
     LiveServer,
@@ -285,7 +285,7 @@ def test_ohif_frames_request_compressed(env: Env, accept: str) -> None:
     (headers, frame), = split_multipart(response)
     assert headers["content-type"] == f"application/octet-stream; transfer-syntax={JPEGLSLossless}"
     assert not frame.startswith(ITEM_TAG) and frame.startswith(b"\xff\xd8")
-    assert frame == codecs.get_frame(env.originals["jls"], 0)
+    assert frame == pixels.get_frame(env.originals["jls"], 0)
 
 
 @pytest.mark.parametrize("key", ["ct", "be", "deflate", "implicit", "rgb"])
@@ -302,7 +302,7 @@ def test_ohif_frames_request_native(env: Env, key: str) -> None:
 def test_several_frames_and_default_syntax(env: Env) -> None:
     ds = env.originals["jls"]
     stored = requests.get(env.url("jls", "/frames/1,3,5"), headers={"Accept": OHIF_FRAMES_ACCEPT[1]}, timeout=30)
-    assert [f for _, f in split_multipart(stored)] == [codecs.get_frame(ds, i) for i in (0, 2, 4)]
+    assert [f for _, f in split_multipart(stored)] == [pixels.get_frame(ds, i) for i in (0, 2, 4)]
     default = requests.get(env.url("jls", "/frames/2,10"), timeout=30,
                            headers={"Accept": 'multipart/related; type="application/octet-stream"'})
     parts = split_multipart(default)
@@ -310,7 +310,7 @@ def test_several_frames_and_default_syntax(env: Env) -> None:
     assert [f for _, f in parts] == [ds.pixel_array[1].tobytes(), ds.pixel_array[9].tobytes()]
     client_frames = env.server.client().retrieve_instance_frames(
         ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID, [4], media_types=(("application/octet-stream", "*"),))
-    assert client_frames == [codecs.get_frame(ds, 3)]
+    assert client_frames == [pixels.get_frame(ds, 3)]
 
 
 def test_frames_as_image_media_types(env: Env) -> None:
@@ -318,7 +318,7 @@ def test_frames_as_image_media_types(env: Env) -> None:
                        timeout=30)
     assert [h["content-type"] for h, _ in split_multipart(jls)] == [f"image/jls; transfer-syntax={JPEGLSLossless}"] * 2
     single = requests.get(env.url("jls", "/frames/3"), headers={"Accept": "image/jls"}, timeout=30)
-    assert single.headers["Content-Type"].startswith("image/jls") and single.content == codecs.get_frame(
+    assert single.headers["Content-Type"].startswith("image/jls") and single.content == pixels.get_frame(
         env.originals["jls"], 2)
     assert_json_error(requests.get(env.url("jls", "/frames/1,2"), headers={"Accept": "image/jls"}, timeout=30), 406)
     htj2k = requests.get(env.url("ct", "/frames/1"), headers={"Accept": 'multipart/related; type="image/jphc"'},
@@ -331,7 +331,7 @@ def test_frames_as_image_media_types(env: Env) -> None:
                        timeout=30)
     (headers, frame), = split_multipart(j2k)
     assert headers["content-type"] == "image/jp2; transfer-syntax=1.2.840.10008.1.2.4.90"
-    assert frame == codecs.get_frame(env.originals["j2k"], 0)
+    assert frame == pixels.get_frame(env.originals["j2k"], 0)
 
 
 @pytest.mark.parametrize("frames, status", [("0", 400), ("-1", 400), ("1,abc", 400), ("1,,2", 400), ("999999", 404),
@@ -364,7 +364,7 @@ def test_bulk_pixel_data(env: Env) -> None:
     multi = requests.get(uri, headers={"Accept": 'multipart/related; type="application/octet-stream"'}, timeout=30)
     assert [body for _, body in split_multipart(multi)] == [env.originals["ct"].PixelData]
     frames = split_multipart(requests.get(_bulk_uri(env, "jls"), timeout=30))
-    assert [body for _, body in frames] == [codecs.get_frame(env.originals["jls"], i) for i in range(10)]
+    assert [body for _, body in frames] == [pixels.get_frame(env.originals["jls"], i) for i in range(10)]
 
 
 def test_bulk_nested_and_documents(env: Env) -> None:
@@ -539,3 +539,35 @@ def test_accept_query_parameter_replaces_the_header(env: Env) -> None:
     frames = requests.get(env.url("jls", "/frames/1"), params={"accept": OHIF_FRAMES_ACCEPT[0]}, timeout=30)
     (headers, _), = split_multipart(frames)
     assert headers["content-type"].endswith(JPEGLSLossless)
+
+
+def test_dicomweb_client_defaults_are_answered_by_every_retrieve_method(env: Env) -> None:
+    """dicomweb-client's default Accept headers (``type="*/*"`` for frames and bulk data) are never 406."""
+    client = env.server.client()
+    jls, ct = env.originals["jls"], env.originals["ct"]
+    jls_uids = (jls.StudyInstanceUID, jls.SeriesInstanceUID, jls.SOPInstanceUID)
+    ct_uids = (ct.StudyInstanceUID, ct.SeriesInstanceUID, ct.SOPInstanceUID)
+
+    assert client.retrieve_instance(*jls_uids).SOPInstanceUID == jls.SOPInstanceUID
+    assert [d.SOPInstanceUID for d in client.retrieve_series(*jls_uids[:2])] == [jls.SOPInstanceUID]
+    assert {d.SOPInstanceUID for d in client.retrieve_study(env.study)} == {s for series in env.sops for s in series}
+    # frames: the default media type of the resource, uncompressed octet-stream (PS3.18 8.7.3)
+    assert client.retrieve_instance_frames(*jls_uids, [1, 3]) == [jls.pixel_array[0].tobytes(),
+                                                                   jls.pixel_array[2].tobytes()]
+    assert client.retrieve_instance_frames(*ct_uids, [1]) == [ct.pixel_array.tobytes()]
+    assert list(client.iter_instance_frames(*jls_uids, [2])) == [jls.pixel_array[1].tobytes()]
+
+    (study_meta,) = [m for m in client.retrieve_study_metadata(ct.StudyInstanceUID)
+                     if m["00080018"]["Value"] == [ct.SOPInstanceUID]]
+    assert client.retrieve_series_metadata(*ct_uids[:2])[0]["00080018"]["Value"] == [ct.SOPInstanceUID]
+    instance_meta = client.retrieve_instance_metadata(*ct_uids)
+    assert instance_meta == study_meta
+    # dicomweb-client sends "Host: 127.0.0.1" without the port, so the URI it is served names port 80
+    assert instance_meta["7FE00010"]["BulkDataURI"].endswith("/bulk/7FE00010")
+    (bulk,) = client.retrieve_bulkdata(env.url("ct", "/bulk/7FE00010"))
+    assert bulk == ct.pixel_array.tobytes()
+
+    jpeg_start = b"\xff\xd8"
+    assert client.retrieve_instance_rendered(*jls_uids).startswith(jpeg_start)
+    assert client.retrieve_instance_frames_rendered(*jls_uids, [2]).startswith(jpeg_start)
+    assert client.retrieve_series_rendered(*jls_uids[:2]).startswith(jpeg_start)

@@ -22,10 +22,10 @@ from pynetdicom import AE, evt
 from pynetdicom.sop_class import StorageCommitmentPushModel, StorageCommitmentPushModelInstance
 from pynetdicom.transport import ThreadedAssociationServer
 
+from harness.net import free_port
 from pacs_lite.archive import Archive
 from tests.support.dicom import make_instance, part10
 from tests.support.dimse import SCP_AET, running_scp
-from tests.support.net import free_port
 
 CALLER = "COMMITSCU"
 MR_STORAGE = "1.2.840.10008.5.1.4.1.1.4"
@@ -157,9 +157,9 @@ def test_commitment_success_and_every_failure_reason(tmp_path: Path, receiver: R
         assert (event_type, str(info.TransactionUID)) == (1, transaction)
         assert "FailedSOPSequence" not in info
         deadline = time.monotonic() + 5
-        while archive.catalog.job_counts().get("done") != 2 and time.monotonic() < deadline:
+        while archive.catalog.jobs.counts().get("done") != 2 and time.monotonic() < deadline:
             time.sleep(0.02)  # the job is marked done just after the report is acknowledged
-        assert archive.catalog.job_counts() == {"done": 2}
+        assert archive.catalog.jobs.counts() == {"done": 2}
 
 
 def test_commitment_refused_for_unknown_caller(tmp_path: Path, receiver: ReportReceiver) -> None:
@@ -169,7 +169,7 @@ def test_commitment_refused_for_unknown_caller(tmp_path: Path, receiver: ReportR
         status, _ = request_commitment(server.port, [(SC_STORAGE, uid)], calling="STRANGER")
         assert status.Status == 0x0124
         assert "peer" in status.ErrorComment
-        assert archive.catalog.job_counts() == {}
+        assert archive.catalog.jobs.counts() == {}
         bad, _ = request_commitment(server.port, [], calling=CALLER)
         assert bad.Status == 0x0115
 

@@ -19,8 +19,8 @@ from pynetdicom.sop_class import (
 )
 
 from dicom_scp import DicomServer
+from harness import dcmtk
 from pacs_lite.archive import Archive
-from tests.support import dcmtk
 from tests.support.dicom import make_instance, part10
 from tests.support.dimse import SCP_AET, running_scp
 
@@ -122,6 +122,7 @@ def _ids(found: list[Dataset], keyword: str) -> set[str]:
     return {str(ds.get(keyword, "")) for ds in found}
 
 
+@pytest.mark.peers
 def test_patient_level_universal(fx: FindFixture) -> None:
     found = fx.find("PATIENT", {"PatientID": "", "PatientName": "", "NumberOfPatientRelatedStudies": ""}, model="-P")
     assert _ids(found, "PatientID") == set(PATIENTS)
@@ -130,6 +131,7 @@ def test_patient_level_universal(fx: FindFixture) -> None:
     assert str(by_id["PID-B"].PatientName) == "DOE^JOHN"
 
 
+@pytest.mark.peers
 def test_study_single_value_and_return_keys(fx: FindFixture) -> None:
     keys = {
         "PatientID": "PID-B",
@@ -154,6 +156,7 @@ def test_study_single_value_and_return_keys(fx: FindFixture) -> None:
     assert "SpecificCharacterSet" not in ds  # ASCII only
 
 
+@pytest.mark.peers
 @pytest.mark.parametrize(
     ("value", "expected"),
     [
@@ -171,6 +174,7 @@ def test_patient_name_matching(fx: FindFixture, value: str, expected: set[str]) 
     assert _ids(found, "StudyInstanceUID") == {fx.studies[k].uid for k in expected}
 
 
+@pytest.mark.peers
 def test_vietnamese_name_returned_in_utf8(fx: FindFixture) -> None:
     found = fx.find("STUDY", {"SpecificCharacterSet": "ISO_IR 192", "PatientName": "Nguyễn*", "PatientID": ""})
     assert found
@@ -179,6 +183,7 @@ def test_vietnamese_name_returned_in_utf8(fx: FindFixture) -> None:
         assert str(ds.PatientName) == VIETNAMESE
 
 
+@pytest.mark.peers
 @pytest.mark.parametrize(
     ("value", "expected"),
     [
@@ -193,22 +198,26 @@ def test_study_date_ranges(fx: FindFixture, value: str, expected: set[str]) -> N
     assert _ids(found, "StudyInstanceUID") == {fx.studies[k].uid for k in expected}
 
 
+@pytest.mark.peers
 def test_uid_list_matching(fx: FindFixture) -> None:
     wanted = [fx.studies["A1"].uid, fx.studies["C1"].uid]
     found = fx.find("STUDY", {"StudyInstanceUID": "\\".join(wanted)})
     assert _ids(found, "StudyInstanceUID") == set(wanted)
 
 
+@pytest.mark.peers
 def test_modalities_in_study(fx: FindFixture) -> None:
     found = fx.find("STUDY", {"ModalitiesInStudy": "MR", "StudyInstanceUID": ""})
     assert _ids(found, "StudyInstanceUID") == {fx.studies["A1"].uid, fx.studies["A2"].uid}
 
 
+@pytest.mark.peers
 def test_universal_study_query(fx: FindFixture) -> None:
     found = fx.find("STUDY", {"StudyInstanceUID": ""})
     assert _ids(found, "StudyInstanceUID") == {s.uid for s in fx.studies.values()}
 
 
+@pytest.mark.peers
 def test_series_level(fx: FindFixture) -> None:
     study = fx.studies["A1"]
     keys = {
@@ -232,6 +241,7 @@ def test_series_level(fx: FindFixture) -> None:
     }
 
 
+@pytest.mark.peers
 def test_image_level_with_keys_from_stored_metadata(fx: FindFixture) -> None:
     study = fx.studies["A1"]
     series_uid = next(u for u, (m, _) in study.series.items() if m == "CT")
@@ -254,6 +264,7 @@ def test_image_level_with_keys_from_stored_metadata(fx: FindFixture) -> None:
     assert [int(ds.InstanceNumber) for ds in one] == [2]
 
 
+@pytest.mark.peers
 def test_patient_root_study_level(fx: FindFixture) -> None:
     found = fx.find("STUDY", {"PatientID": "PID-A", "StudyInstanceUID": "", "StudyDate": ""}, model="-P")
     assert _ids(found, "StudyInstanceUID") == {fx.studies["A1"].uid, fx.studies["A2"].uid}
@@ -350,6 +361,7 @@ def test_concurrent_queries(fx: FindFixture) -> None:
     assert not errors
 
 
+@pytest.mark.peers
 def test_responses_are_valid_dicom(fx: FindFixture) -> None:
     found = fx.find(
         "STUDY",

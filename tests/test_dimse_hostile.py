@@ -25,10 +25,10 @@ from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.dsutils import encode
 
 from dicom_scp import DicomServer
+from harness import dcmtk
+from harness.processes import rss_bytes
 from pacs_lite.archive import Archive
-from tests.support import dcmtk
 from tests.support.dimse import SCP_AET, associate_rq, pdu_header, raw_connection, running_scp
-from tests.support.processes import rss_bytes
 
 CT_SMALL = get_testdata_file("CT_small.dcm")
 CT_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
@@ -115,6 +115,7 @@ def send_raw_c_store(
 # -- UIDs and datasets --------------------------------------------------------------------------
 
 
+@pytest.mark.peers
 @pytest.mark.parametrize("uid", ["../../../tmp/evil", "/etc/passwd", "1.2\\3", "1.2.3\0.4", "1.2.abc.4", ""])
 def test_bad_sop_instance_uid_is_refused(hostile: Hostile, scu: Association, uid: str) -> None:
     before = hostile.snapshot()
@@ -126,6 +127,7 @@ def test_bad_sop_instance_uid_is_refused(hostile: Hostile, scu: Association, uid
     assert not Path("/tmp/evil").exists()
 
 
+@pytest.mark.peers
 def test_pynetdicom_send_c_store_with_path_uid(hostile: Hostile, scu: Association) -> None:
     before = hostile.snapshot()
     ds = ct_dataset(SOPInstanceUID="../../../tmp/evil")
@@ -135,6 +137,7 @@ def test_pynetdicom_send_c_store_with_path_uid(hostile: Hostile, scu: Associatio
     assert hostile.snapshot() == before
 
 
+@pytest.mark.peers
 def test_command_uid_differs_from_dataset(hostile: Hostile, scu: Association) -> None:
     before = hostile.snapshot()
     ds = ct_dataset(SOPInstanceUID="1.2.826.0.1.3680043.10.1447.5.1")
@@ -151,6 +154,7 @@ def test_command_uid_differs_from_dataset(hostile: Hostile, scu: Association) ->
     assert hostile.snapshot() == before
 
 
+@pytest.mark.peers
 def test_malicious_study_uid(hostile: Hostile, scu: Association) -> None:
     before = hostile.snapshot()
     ds = ct_dataset(SOPInstanceUID="1.2.826.0.1.3680043.10.1447.5.3", StudyInstanceUID="../../studies")
@@ -159,6 +163,7 @@ def test_malicious_study_uid(hostile: Hostile, scu: Association) -> None:
     assert hostile.snapshot() == before
 
 
+@pytest.mark.peers
 @pytest.mark.parametrize("cut", [1, 100, 1000, 5000])
 def test_truncated_dataset(hostile: Hostile, scu: Association, cut: int) -> None:
     before = hostile.snapshot()
@@ -171,6 +176,7 @@ def test_truncated_dataset(hostile: Hostile, scu: Association, cut: int) -> None
     assert scu.is_established  # a dataset problem never aborts the association
 
 
+@pytest.mark.peers
 def test_garbage_dataset(hostile: Hostile, scu: Association) -> None:
     before = hostile.snapshot()
     status = send_raw_c_store(scu, CT_STORAGE, "1.2.826.0.1.3680043.10.1447.7", b"\xff" * 4096)
@@ -178,6 +184,7 @@ def test_garbage_dataset(hostile: Hostile, scu: Association) -> None:
     assert hostile.snapshot() == before
 
 
+@pytest.mark.peers
 def test_element_claiming_huge_length(hostile: Hostile, scu: Association) -> None:
     before = hostile.snapshot()
     ds = ct_dataset(SOPInstanceUID="1.2.826.0.1.3680043.10.1447.8")
@@ -187,6 +194,7 @@ def test_element_claiming_huge_length(hostile: Hostile, scu: Association) -> Non
     assert hostile.snapshot() == before
 
 
+@pytest.mark.peers
 def test_storescu_with_path_uid_file(hostile: Hostile) -> None:
     before = hostile.snapshot()
     path = hostile.workdir / "evil.dcm"
@@ -203,6 +211,7 @@ def test_storescu_with_path_uid_file(hostile: Hostile) -> None:
 # -- the transport ------------------------------------------------------------------------------
 
 
+@pytest.mark.peers
 def test_associate_rq_claiming_4_gib(hostile: Hostile) -> None:
     rss = rss_bytes()
     answer = raw_connection(hostile.server.port, pdu_header(0x01, 0xFFFFFFF0) + b"\0" * 1024)
@@ -211,6 +220,7 @@ def test_associate_rq_claiming_4_gib(hostile: Hostile) -> None:
     hostile.reference_store()
 
 
+@pytest.mark.peers
 def test_dozen_huge_pdus_at_once(hostile: Hostile) -> None:
     rss = rss_bytes()
     threads_before = threading.active_count()
@@ -234,6 +244,7 @@ def test_dozen_huge_pdus_at_once(hostile: Hostile) -> None:
     hostile.reference_store()
 
 
+@pytest.mark.peers
 def test_p_data_larger_than_negotiated(hostile: Hostile) -> None:
     rss = rss_bytes()
     with socket.create_connection(("127.0.0.1", hostile.server.port), timeout=10) as sock:
@@ -252,6 +263,7 @@ def test_p_data_larger_than_negotiated(hostile: Hostile) -> None:
     hostile.reference_store()
 
 
+@pytest.mark.peers
 @pytest.mark.parametrize("junk", [b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", b"\x09\x00\x00\x00\x00\x04abcd", b"\x01"])
 def test_junk_on_the_port(hostile: Hostile, junk: bytes) -> None:
     start = time.monotonic()
@@ -261,6 +273,7 @@ def test_junk_on_the_port(hostile: Hostile, junk: bytes) -> None:
     hostile.reference_store()
 
 
+@pytest.mark.peers
 def test_unknown_pdu_after_association(hostile: Hostile) -> None:
     with socket.create_connection(("127.0.0.1", hostile.server.port), timeout=10) as sock:
         sock.sendall(associate_rq())
@@ -271,12 +284,14 @@ def test_unknown_pdu_after_association(hostile: Hostile) -> None:
     hostile.reference_store()
 
 
+@pytest.mark.peers
 def test_wrong_called_ae_title(hostile: Hostile) -> None:
     outcomes, proc = dcmtk.storescu(hostile.server.port, [CT_SMALL], aec="SOMEONEELSE")
     assert "Called AE Title Not Recognized" in proc.stdout + proc.stderr
     assert outcomes[CT_SMALL].outcome != "stored"
 
 
+@pytest.mark.peers
 def test_no_patient_data_in_logs(hostile: Hostile, caplog: pytest.LogCaptureFixture) -> None:
     ds = ct_dataset(
         PatientName=SECRET_NAME,
@@ -316,6 +331,7 @@ def test_no_patient_data_in_logs(hostile: Hostile, caplog: pytest.LogCaptureFixt
 # -- access policy ---------------------------------------------------------------------------
 
 
+@pytest.mark.peers
 def test_unknown_calling_ae_is_rejected(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     peers = [
         {"ae_title": "GOODPEER", "host": "127.0.0.1", "port": 104},
@@ -355,6 +371,7 @@ def test_maximum_associations(tmp_path: Path) -> None:
         again.release()
 
 
+@pytest.mark.peers
 def test_slowloris_is_cut_off(tmp_path: Path) -> None:
     """A peer trickling bytes is dropped when one PDU takes longer than the timeout, not per byte."""
 
@@ -379,6 +396,7 @@ def test_slowloris_is_cut_off(tmp_path: Path) -> None:
         assert dcmtk.echoscu(server.port, aec=SCP_AET).returncode == 0
 
 
+@pytest.mark.peers
 def test_object_size_cap(tmp_path: Path) -> None:
     """Slightly over ingest.max_object_bytes: a failure status; far over it: the transport aborts
     before buffering the dataset (the guard allows 1 MiB of slack)."""

@@ -15,11 +15,13 @@ import pytest
 from pydicom.data import get_testdata_file
 
 from dicom_scp import DicomServer
+from harness import dcmtk
+from harness.orthanc import Orthanc
 from pacs_lite.archive import Archive
-from tests.support import dcmtk
 from tests.support.dicom import read_dataset
 from tests.support.dimse import SCP_AET, pixel_difference, running_scp
-from tests.support.orthanc import Orthanc
+
+pytestmark = pytest.mark.peers  # Orthanc and dcmtk
 
 FILES = {
     "ct": get_testdata_file("CT_small.dcm"),  # explicit VR little endian

@@ -29,8 +29,8 @@ from pynetdicom.dsutils import decode, encode
 from pynetdicom.sop_class import CTImageStorage, StudyRootQueryRetrieveInformationModelFind, Verification
 
 from dicom_scp import DicomServer
+from harness import dcmtk
 from pacs_lite.archive import Archive
-from tests.support import dcmtk
 from tests.support.dimse import SCP_AET, associate_rq, pdu_header, running_scp
 
 CT_SMALL = get_testdata_file("CT_small.dcm")
@@ -186,6 +186,7 @@ def test_messages_sharing_pdus_and_an_echo_between_them(scp: Scp) -> None:
     assert scp.stored(first) and scp.stored(second)
 
 
+@pytest.mark.peers
 def test_abort_in_the_middle_of_a_data_set_stores_nothing(scp: Scp) -> None:
     sop, dataset = ct_instance()
     items = store_pdvs(1, sop, dataset)
@@ -285,6 +286,7 @@ def test_stores_mixed_with_echo_and_find_on_one_association(scp: Scp) -> None:
     assert scp.stored(str(ds.SOPInstanceUID))
 
 
+@pytest.mark.peers
 def test_flood_of_empty_fragments_is_cut_off(tmp_path: Path) -> None:
     """Empty data set fragments add no bytes but do count: past the message limit, an A-ABORT."""
     with running_scp(tmp_path, ingest={"max_object_bytes": 4096}) as (server, archive):

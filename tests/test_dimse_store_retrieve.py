@@ -20,15 +20,15 @@ from pynetdicom import AE, build_role
 from pynetdicom.sop_class import _STORAGE_CLASSES, StudyRootQueryRetrieveInformationModelGet
 
 from dicom_scp import DicomServer
+from harness import dcmtk
+from harness.net import free_port
 from pacs_lite.archive import Archive
-from tests.support import dcmtk
 from tests.support.dicom import make_instance, part10
 from tests.support.dimse import SCP_AET, pixel_difference, running_scp
-from tests.support.net import free_port
 from tests.support.pacs import corpus_files
 
 # the corpus has files whose meta information says explicit VR and whose dataset is implicit
-pytestmark = pytest.mark.filterwarnings("ignore:Expected explicit VR:UserWarning")
+pytestmark = [pytest.mark.filterwarnings("ignore:Expected explicit VR:UserWarning"), pytest.mark.peers]
 
 STORAGE_UIDS = set(_STORAGE_CLASSES.values())
 #: dcmtk tools with Nagle's algorithm off: these tests check content, not speed.

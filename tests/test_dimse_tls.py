@@ -16,8 +16,8 @@ import pytest
 from pydicom.data import get_testdata_file
 
 from dicom_scp import DicomServer
+from harness import dcmtk
 from pacs_lite.archive import Archive
-from tests.support import dcmtk
 from tests.support.dimse import SCP_AET, running_scp
 
 CT_SMALL = get_testdata_file("CT_small.dcm")
@@ -76,11 +76,13 @@ def client_args(certs: Path, name: str) -> list[str]:
     return ["+tls", str(certs / f"{name}.key"), str(certs / f"{name}.crt"), "-pw", "+cf", str(certs / "ca.crt")]
 
 
+@pytest.mark.peers
 def test_mutual_tls_store(tls: TlsServer) -> None:
     outcome, proc = tls.storescu(*client_args(tls.certs, "client"))
     assert outcome == "stored", proc.stdout[-2000:] + proc.stderr[-2000:]
 
 
+@pytest.mark.peers
 def test_plaintext_to_tls_port_is_refused(tls: TlsServer, caplog: pytest.LogCaptureFixture) -> None:
     before = tls.archive.catalog.counts()["instances"]
     with caplog.at_level(logging.WARNING):
@@ -90,11 +92,13 @@ def test_plaintext_to_tls_port_is_refused(tls: TlsServer, caplog: pytest.LogCapt
     assert "TLS handshake with 127.0.0.1 failed" in caplog.text
 
 
+@pytest.mark.peers
 def test_anonymous_tls_is_refused(tls: TlsServer) -> None:
     outcome, _ = tls.storescu("+tla", "+cf", str(tls.certs / "ca.crt"))
     assert outcome != "stored"
 
 
+@pytest.mark.peers
 def test_untrusted_client_certificate_is_refused(tls: TlsServer) -> None:
     outcome, _ = tls.storescu(*client_args(tls.certs, "rogue"))
     assert outcome != "stored"
@@ -115,6 +119,7 @@ def test_tls_1_1_is_refused(tls: TlsServer) -> None:
                 sock.recv(10)
 
 
+@pytest.mark.peers
 def test_silent_client_does_not_block_others(tls: TlsServer) -> None:
     """A client that connects and never starts the handshake must not stall the accept loop."""
     with socket.create_connection(("127.0.0.1", tls.server.port), timeout=10):

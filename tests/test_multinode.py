@@ -7,11 +7,11 @@ import sys
 import uuid
 from pathlib import Path
 
+from harness.postgres import PostgresServer
+from harness.seaweedfs import SeaweedFS
 from pacs_lite.archive import Archive
 from tests.support.dicom import make_instance, part10
 from tests.support.pacs import make_config
-from tests.support.postgres import PostgresServer
-from tests.support.seaweedfs import SeaweedFS
 
 
 def _s3_config(tmp: Path, url: str, weed: SeaweedFS, bucket: str):  # noqa: ANN202

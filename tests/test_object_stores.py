@@ -24,6 +24,8 @@ from pathlib import Path
 
 import pytest
 
+from harness.net import LOOPBACK, free_port, listening_tcp_addresses
+from harness.seaweedfs import SeaweedFS
 from storage import (
     ChecksumMismatch,
     FilesystemStore,
@@ -36,8 +38,6 @@ from storage import (
     open_store,
     sha256_hex,
 )
-from tests.support.net import LOOPBACK, free_port, listening_tcp_addresses
-from tests.support.seaweedfs import SeaweedFS
 
 HOSTILE_KEYS = [
     "../../x",
@@ -82,7 +82,7 @@ def drop_bucket(server: SeaweedFS, bucket: str) -> None:
     client.remove_bucket(bucket)
 
 
-@pytest.fixture(params=["filesystem", "s3"])
+@pytest.fixture(params=["filesystem", pytest.param("s3", marks=pytest.mark.peers)])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ObjectStore]:
     """Each backend in turn, empty."""
     if request.param == "filesystem":

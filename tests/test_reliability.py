@@ -16,14 +16,16 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.support import dcmtk
+from harness import dcmtk
+from harness.postgres import PostgresServer
+from harness.seaweedfs import SeaweedFS
 from tests.support.dicom import make_instance, part10
 from tests.support.http import stow
 from tests.support.ledger import Ledger, write_series
 from tests.support.pacs import pacs_lite
-from tests.support.postgres import PostgresServer
-from tests.support.seaweedfs import SeaweedFS
 from tests.support.server import PacsServer
+
+pytestmark = pytest.mark.peers  # PACS-lite servers, dcmtk, PostgreSQL and SeaweedFS
 
 #: storescu gives up on a silent peer after a minute, whatever the step.
 STORESCU_TIMEOUTS = ["-to", "60", "-ta", "60", "-td", "60"]

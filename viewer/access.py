@@ -6,8 +6,8 @@ caller's :class:`~pacs_lite.catalog.Visibility` on ``flask.g``; every catalog qu
 view makes takes that visibility (:func:`viewer.context.visibility`), so a view cannot
 forget to filter.
 
-Today, without the security feature, :class:`AccessPolicy` admits loopback clients only
-(403 otherwise) and everyone admitted sees everything. The security feature plugs in
+Today, without the security feature, :class:`AccessPolicy` admits loopback clients and the
+networks of ``[http] allow_from`` only (403 otherwise) and everyone admitted sees everything. The security feature plugs in
 here, and only here:
 
 * :meth:`AccessPolicy.authenticate` validates ``Authorization: Bearer`` tokens and
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from flask import Flask, Request, g, request
@@ -70,10 +71,26 @@ class AccessPolicy:
     allow_remote
         Admit clients that are not on a loopback address. Only safe once
         authentication is in place (or behind a trusted proxy that enforces it).
+    allow_from
+        Addresses or networks (``"192.0.2.0/24"``) admitted besides loopback: ``[http] allow_from``,
+        for a trusted network, or the container network a published port is reached through.
     """
 
-    def __init__(self, *, allow_remote: bool = False) -> None:
+    def __init__(self, *, allow_remote: bool = False, allow_from: Sequence[str] = ()) -> None:
         self.allow_remote = allow_remote
+        self.allow_from = tuple(ipaddress.ip_network(n, strict=False) for n in allow_from)
+
+    def admitted_network(self, address: str | None) -> bool:
+        """Whether ``address`` is in one of the :attr:`allow_from` networks."""
+        if not self.allow_from or not address:
+            return False
+        try:
+            ip = ipaddress.ip_address(address.split("%", 1)[0])
+        except ValueError:
+            return False
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        return any(ip.version == net.version and ip in net for net in self.allow_from)
 
     def check(self, req: Request) -> Visibility:
         """Admit or refuse ``req``; return the visibility its catalog queries must use."""
@@ -84,8 +101,8 @@ class AccessPolicy:
         return self.visibility_for(principal)
 
     def check_network(self, req: Request) -> None:
-        """Refuse non-loopback clients unless remote access is allowed (403)."""
-        if self.allow_remote:
+        """Refuse clients that are neither loopback nor in ``allow_from`` unless remote access is allowed (403)."""
+        if self.allow_remote or self.admitted_network(req.remote_addr):
             return
         if not is_loopback(req.remote_addr):
             audit("access", "refused", reason="non-loopback client")

@@ -18,7 +18,7 @@ from flask import Flask
 from pacs_lite.archive import Archive
 from pacs_lite.config import Config
 
-from . import dicomweb, pages
+from . import dicomweb, ohif, pages, ui
 from .access import AccessPolicy, init_access
 from .context import ARCHIVE_KEY, STATE_KEY, AppState
 from .errors import register_error_handlers
@@ -58,7 +58,7 @@ def create_app(config: Config, archive: Archive | None = None, *, access: Access
     app.extensions[STATE_KEY] = AppState(
         config=config,
         archive=archive,
-        access=access if access is not None else AccessPolicy(),
+        access=access if access is not None else AccessPolicy(allow_from=config.get("http", "allow_from")),
         metadata_cache=MetadataCache(max_bytes=metadata_cache_bytes),
     )
     register_error_handlers(app)
@@ -66,4 +66,6 @@ def create_app(config: Config, archive: Archive | None = None, *, access: Access
     init_headers(app, config.get("http", "cors_origins"))
     app.register_blueprint(dicomweb.bp)
     app.register_blueprint(pages.bp)
+    ui.init_ui(app)
+    ohif.init_ohif(app)
     return app

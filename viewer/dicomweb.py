@@ -15,7 +15,7 @@ Routes (all below ``/dicomweb``)::
     GET    /studies/{st}/series/{se}/instances/{sop}/bulk/{path}
     GET    .../rendered  .../thumbnail  .../frames/{n}/rendered|thumbnail
     POST   /studies  /studies/{st}                              STOW-RS
-    DELETE /studies/{st}[/series/{se}[/instances/{sop}]]
+    DELETE /studies/{st}[/series/{se}[/instances/{sop}]]         (unless [http] allow_delete = false)
 """
 
 from __future__ import annotations
@@ -24,15 +24,14 @@ import logging
 
 from flask import Blueprint, Response, request
 
-from pacs_lite import dicomjson
+from pacs_lite.dicomheader import resolve_base
 from pacs_lite.uids import is_uid
-from storage import StoreError
 
 from . import metadata, qido, stow, wado
 from .access import audit, authorize
 from .context import dicomweb_base, state, visibility
 from .errors import ApiError, json_bytes
-from .negotiation import DICOM_JSON, require_json
+from .mediatypes import DICOM_JSON, require_json
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +74,7 @@ def _search(level: str, **scope: str) -> Response:
     base = dicomweb_base()
     result = qido.run_search(app.archive.catalog, search, max_limit=app.config.get("http", "qido_max_limit"),
                              visibility=visibility(), base=base)
-    body = dicomjson.resolve_base(json_bytes(result.objects), base)  # BulkDataURIs from stored metadata
+    body = resolve_base(json_bytes(result.objects), base)  # BulkDataURIs from stored metadata
     response = Response(body, mimetype=DICOM_JSON)
     if result.truncated:
         response.headers["Warning"] = LIMIT_WARNING.format(host=request.host)
@@ -240,7 +239,7 @@ def _store(study: str | None = None) -> Response:
     max_bytes = app.config.get("http", "max_request_bytes")
     if request.content_length is not None and request.content_length > max_bytes:
         raise ApiError(413, f"request body larger than {max_bytes} bytes")
-    outcomes = stow.store(app.archive, request.stream, boundary, study,
+    outcomes = stow.ingest_parts(app.archive, request.stream, boundary, study,
                           max_parts=app.config.get("http", "max_parts"), max_bytes=max_bytes)
     stored = sum(1 for o in outcomes if o.result.ok)
     audit("store", "success" if stored == len(outcomes) else "partial" if stored else "failure",
@@ -262,19 +261,22 @@ def store_study_instances(study: str) -> Response:
 
 
 def _delete(study: str, series: str | None = None, instance: str | None = None) -> Response:
+    """Remove a study, series or instance (index rows, then objects): 204, or 404 when nothing matched.
+
+    Not part of the DICOMweb standard (dcm4chee and Orthanc offer the same); needs the ``delete``
+    right and ``[http] allow_delete = true`` (the default). Turned off, it answers 405 with the reason.
+    """
+    if not state().config.get("http", "allow_delete"):
+        audit("delete", "refused", reason="http.allow_delete is false")
+        raise ApiError(405, "deleting is turned off on this server (http.allow_delete = false)",
+                       headers={"Allow": "GET, POST" if series is None else "GET"})
     authorize("delete")
-    archive = state().archive
-    keys = archive.catalog.delete(study, series, instance, visibility=visibility())
+    removed = state().archive.delete(study, series, instance, visibility=visibility())
     target = {"study": study, **({"series": series} if series else {}), **({"instance": instance} if instance else {})}
-    if keys is None:
+    if removed is None:
         audit("delete", "not-found", **target)
         raise ApiError(404, "no such " + ("instance" if instance else "series" if series else "study"))
-    for key in keys:  # after the index commit: a failure here leaves an orphan for the sweeper
-        try:
-            archive.store.delete(key)
-        except StoreError as exc:
-            log.warning("could not delete object %s after removing it from the index: %s", key, exc)
-    audit("delete", "success", objects=str(len(keys)), **target)
+    audit("delete", "success", objects=str(removed), **target)
     return Response(status=204)
 
 

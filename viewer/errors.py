@@ -18,8 +18,7 @@ from flask import Flask, Response
 from werkzeug.exceptions import HTTPException
 
 from pacs_lite.catalog import CatalogUnavailable, QueryError
-from pacs_lite.retrieval import RetrievalError
-from storage import StoreError
+from pacs_lite.retrieval import Failure, RetrievalError
 
 log = logging.getLogger(__name__)
 
@@ -28,11 +27,12 @@ RETRY_AFTER_SECONDS = 5
 
 #: HTTP status for each :class:`RetrievalError` kind.
 RETRIEVAL_STATUS = {
-    "not-found": 404,
-    "unsupported": 406,
-    "unavailable": 503,
-    "missing": 500,
-    "corrupt": 500,
+    Failure.NOT_FOUND: 404,
+    Failure.UNSUPPORTED: 406,
+    Failure.INVALID: 400,
+    Failure.UNAVAILABLE: 503,
+    Failure.MISSING: 500,
+    Failure.CORRUPT: 500,
 }
 
 
@@ -100,12 +100,6 @@ def _catalog_unavailable(exc: CatalogUnavailable) -> Response:
                           {"Retry-After": str(RETRY_AFTER_SECONDS)})
 
 
-def _store_error(exc: StoreError) -> Response:
-    log.warning("object store error: %s", exc)
-    return error_response(503, "the object store is unavailable; retry later",
-                          {"Retry-After": str(RETRY_AFTER_SECONDS)})
-
-
 def _retrieval_error(exc: RetrievalError) -> Response:
     status = RETRIEVAL_STATUS.get(exc.kind, 500)
     headers = {"Retry-After": str(RETRY_AFTER_SECONDS)} if status == 503 else None
@@ -127,6 +121,5 @@ def register_error_handlers(app: Flask) -> None:
     app.register_error_handler(HTTPException, _http_exception)
     app.register_error_handler(QueryError, _query_error)
     app.register_error_handler(CatalogUnavailable, _catalog_unavailable)
-    app.register_error_handler(StoreError, _store_error)
     app.register_error_handler(RetrievalError, _retrieval_error)
     app.register_error_handler(Exception, _unexpected)

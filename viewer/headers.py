@@ -3,7 +3,8 @@
 OHIF runs on another origin and sends ``Authorization`` and ``Accept``, so browsers
 preflight its requests; the preflight answer allows GET, POST and DELETE with those
 headers. Every response carries ``X-Content-Type-Options: nosniff`` and
-``Cross-Origin-Resource-Policy: cross-origin`` (OHIF runs with COEP ``require-corp``).
+``Cross-Origin-Resource-Policy: cross-origin`` (OHIF runs with COEP ``require-corp``); pages
+also carry a strict Content-Security-Policy (:data:`PAGE_CSP`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,15 @@ ALLOWED_METHODS = "GET, HEAD, POST, DELETE, OPTIONS"
 ALLOWED_HEADERS = "Authorization, Accept, Content-Type, If-None-Match"
 EXPOSED_HEADERS = "Content-Type, Content-Length, Content-Encoding, ETag, Warning, Retry-After, Location"
 PREFLIGHT_MAX_AGE = "600"
+
+#: Pages (``text/html``): scripts, styles, images and requests from this origin only, no inline script or
+#: style (not even ``style=`` attributes), images also from ``blob:``/``data:`` (the viewer's canvases),
+#: no plugins, frames, base URL changes or form posts elsewhere.
+PAGE_CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; "
+    "connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
+    "frame-ancestors 'none'"
+)
 
 
 class Cors:
@@ -60,11 +70,7 @@ def security_headers(response: Response) -> Response:
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
     response.headers.setdefault("Cross-Origin-Resource-Policy", "cross-origin")
     if response.mimetype == "text/html":
-        response.headers.setdefault(
-            "Content-Security-Policy",
-            "default-src 'none'; style-src 'self'; img-src 'self'; base-uri 'none'; "
-            "form-action 'self'; frame-ancestors 'none'",
-        )
+        response.headers.setdefault("Content-Security-Policy", PAGE_CSP)
         response.headers.setdefault("Referrer-Policy", "no-referrer")
     return response
 

@@ -101,11 +101,25 @@ def serve(config: Config) -> None:
     """Migrate the index once, then run gunicorn until it is stopped (SIGTERM/SIGINT)."""
     host = config.get("http", "host")
     if host != "localhost" and not ipaddress.ip_address(host).is_loopback:
-        log.warning("HTTP bound to %s: without authentication only loopback clients are admitted", host)
+        allowed = ", ".join(config.get("http", "allow_from")) or "none"
+        log.warning("HTTP bound to %s: without authentication only loopback clients and the networks of "
+                    "http.allow_from (%s) are admitted", host, allowed)
     from pacs_lite.archive import Archive
 
     Archive(config).close()
     PacsLiteHTTPServer(config).run()
+
+
+def run(config_path: str | None) -> int:
+    """Serve HTTP with the configuration at ``config_path`` (default: ``$PACSLITE_CONFIG_FILE``) until stopped."""
+    try:
+        config = load_config(config_path or os.environ.get(CONFIG_ENV) or None)
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(config.get("log", "level"))
+    serve(config)
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -113,14 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m viewer.http_server", description=__doc__.split("\n")[0])
     parser.add_argument("--config", metavar="FILE", help=f"TOML configuration (default: ${CONFIG_ENV})")
     args = parser.parse_args(argv)
-    try:
-        config = load_config(args.config or os.environ.get(CONFIG_ENV) or None)
-    except ConfigError as exc:
-        print(f"configuration error: {exc}", file=sys.stderr)
-        return 2
-    configure_logging(config.get("log", "level"))
-    serve(config)
-    return 0
+    return run(args.config)
 
 
 if __name__ == "__main__":

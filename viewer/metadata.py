@@ -21,11 +21,11 @@ from dataclasses import dataclass
 
 from flask import Response, request
 
-from pacs_lite import dicomjson
 from pacs_lite.catalog import Catalog, Visibility
+from pacs_lite.dicomheader import resolve_base
 
 from .errors import ApiError
-from .negotiation import DICOM_JSON, accepts_gzip
+from .mediatypes import DICOM_JSON, accepts_gzip
 
 GZIP_LEVEL = 6
 MIN_GZIP_BYTES = 1024
@@ -101,7 +101,7 @@ def _resolved_series(cache: MetadataCache, study: str, series: str, blob: bytes,
     key = ("series", study, series, version, base)
     body = cache.get(key)
     if body is None:
-        body = make_body(dicomjson.resolve_base(gzip.decompress(blob), base))
+        body = make_body(resolve_base(gzip.decompress(blob), base))
         cache.put(key, body)
     return body
 
@@ -132,7 +132,7 @@ def study_body(catalog: Catalog, cache: MetadataCache, study: str, *, visibility
     if body is None:
         arrays = [gzip.decompress(blob).strip()[1:-1].strip() for _, blob, _ in blobs]
         document = b"[" + b",".join(a for a in arrays if a) + b"]"
-        body = make_body(dicomjson.resolve_base(document, base))
+        body = make_body(resolve_base(document, base))
         cache.put(key, body)
     return body
 
@@ -146,7 +146,7 @@ def instance_body(catalog: Catalog, study: str, series: str, sop: str, *, visibi
         raise ApiError(404, "no such instance")
     stored = catalog.instance_metadata([rows[0]["_pk"]])
     document = json.dumps([stored[rows[0]["_pk"]]], ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-    return make_body(dicomjson.resolve_base(document, base))
+    return make_body(resolve_base(document, base))
 
 
 def _etag_matches(header: str | None, etag: str) -> bool:

@@ -1,19 +1,16 @@
-"""Pages: a minimal HTML study list at ``/``, liveness at ``/healthz``, readiness at ``/readyz``.
+"""Pages: ``/`` (to the study list at ``/ui/``), liveness at ``/healthz``, readiness at ``/readyz``, ``/metrics``.
 
-Templates are rendered by Jinja with autoescaping on (``.html``), so patient names and
-descriptions, which come from whoever sent the images, are never interpreted as HTML.
+The pages radiologists use are :mod:`viewer.ui`; this blueprint also serves their static
+files (``/static``: style sheet and the viewer's script).
 """
 
 from __future__ import annotations
 
 import logging
 
-from flask import Blueprint, Response, render_template
+from flask import Blueprint, Response, redirect, request, url_for
 
-from pacs_lite.catalog import CatalogUnavailable
-from storage import StoreError
-
-from .context import state, visibility
+from .context import state
 from .errors import error_response, json_bytes
 
 log = logging.getLogger(__name__)
@@ -21,14 +18,14 @@ log = logging.getLogger(__name__)
 bp = Blueprint("pages", __name__, template_folder="templates", static_folder="static",
                static_url_path="/static")
 
-STUDY_LIST_LIMIT = 200
-
 
 @bp.get("/")
-def study_list() -> str:
-    """The most recent studies (no paging yet; the OHIF viewer pages come later)."""
-    studies = state().archive.catalog.find("STUDY", {}, limit=STUDY_LIST_LIMIT, visibility=visibility())
-    return render_template("studies.html", studies=studies, limit=STUDY_LIST_LIMIT)
+def study_list() -> Response:
+    """The study list lives at ``/ui/``; the query string goes along."""
+    target = url_for("ui.study_list")
+    if request.query_string:
+        target += "?" + request.query_string.decode("ascii", "replace")
+    return redirect(target, code=302)
 
 
 @bp.get("/healthz")
@@ -40,18 +37,7 @@ def healthz() -> Response:
 @bp.get("/readyz")
 def readyz() -> Response:
     """Readiness: the index and the object store answer now (503 otherwise)."""
-    archive = state().archive
-    problems = []
-    try:
-        archive.catalog.check()
-    except CatalogUnavailable as exc:
-        log.warning("readiness: %s", exc)
-        problems.append("index database unavailable")
-    try:
-        archive.store.check()
-    except StoreError as exc:
-        log.warning("readiness: %s", exc)
-        problems.append("object store unavailable")
+    problems = state().archive.readiness()
     if problems:
         return error_response(503, "; ".join(problems), {"Retry-After": "5"})
     return Response(json_bytes({"status": "ready"}), mimetype="application/json")

@@ -17,9 +17,9 @@ from typing import Any
 
 from werkzeug.datastructures import MultiDict
 
-from pacs_lite import dicomjson
 from pacs_lite.catalog import Catalog, Visibility
 from pacs_lite.catalog.attributes import ATTRIBUTES, BY_TAG, Attribute, level_rank
+from pacs_lite.dicomheader import element_json, keyword_tag, tag_hex
 
 from .errors import ApiError
 
@@ -126,7 +126,7 @@ def _check_date_query(name: str, value: str) -> None:
 
 def resolve_attribute(name: str, level: str) -> Attribute:
     """The indexed attribute a query parameter names (keyword or tag), or 400."""
-    tag = dicomjson.keyword_tag(name)
+    tag = keyword_tag(name)
     if tag is None:
         raise ApiError(400, f"unknown query parameter {name[:64]!r}")
     attr = BY_TAG.get(tag)
@@ -152,7 +152,7 @@ def parse_includefields(values: Iterable[str]) -> tuple[bool, set[int]]:
                 continue
             if "." in item:
                 raise ApiError(400, f"includefield {item[:64]!r}: nested attributes are not supported")
-            tag = dicomjson.keyword_tag(item)
+            tag = keyword_tag(item)
             if tag is None:
                 raise ApiError(400, f"includefield {item[:64]!r} is neither a DICOM keyword nor a tag")
             tags.add(tag)
@@ -247,17 +247,17 @@ def result_object(search: Search, row: Mapping[str, Any], returned: Sequence[str
     """One match as a DICOM JSON object (keys in tag order)."""
     elements: dict[int, dict[str, Any]] = {}
     if stored:
-        wanted = None if search.include_all else {dicomjson.tag_hex(t) for t in search.include_tags}
+        wanted = None if search.include_all else {tag_hex(t) for t in search.include_tags}
         for key, element in stored.items():
             if wanted is None or key in wanted:
                 elements[int(key, 16)] = element
     for keyword in returned:
         attr = ATTRIBUTES[keyword]
-        elements[attr.tag] = dicomjson.element_json(attr.vr, row.get(keyword))
+        elements[attr.tag] = element_json(attr.vr, row.get(keyword))
     elements[RETRIEVE_URL] = {"vr": "UR", "Value": [_retrieve_url(base, row, search.level)]}
     if any(_has_non_ascii(e) for e in elements.values()):
         elements[SPECIFIC_CHARACTER_SET] = {"vr": "CS", "Value": ["ISO_IR 192"]}
-    return {dicomjson.tag_hex(tag): elements[tag] for tag in sorted(elements)}
+    return {tag_hex(tag): elements[tag] for tag in sorted(elements)}
 
 
 def run_search(catalog: Catalog, search: Search, *, max_limit: int, visibility: Visibility,

@@ -7,7 +7,7 @@ memory. Limits come from ``[http] max_request_bytes`` and ``max_parts`` and from
 ``[ingest] max_object_bytes`` (a larger part is read, discarded and reported failed).
 
 The response is a DICOM JSON store response (ReferencedSOPSequence, FailedSOPSequence
-with FailureReason, RetrieveURL). Status: 200 all stored; 202 some failed; 409 none
+with FailureReason and the reason as text in ErrorComment (0000,0902), RetrieveURL). Status: 200 all stored; 202 some failed; 409 none
 stored because of what the instances are (e.g. 0x0110: not of the study in the URL);
 400 when a part is not DICOM at all (or the multipart is malformed); 503 when nothing
 could be stored for lack of resources; 415 for a wrong content type.
@@ -22,20 +22,16 @@ from typing import BinaryIO
 
 from flask import Response
 
-from pacs_lite import dicomfile
 from pacs_lite.archive import Archive
-from pacs_lite.ingest import OUT_OF_RESOURCES, IngestRejected, IngestResult, check_uid
+from pacs_lite.ingest import IngestResult, IngestStatus
+from pacs_lite.status import Status
 
 from . import multipart
 from .errors import RETRY_AFTER_SECONDS, ApiError, json_bytes
-from .negotiation import DICOM, DICOM_JSON, MULTIPART, parse_media_type
+from .mediatypes import DICOM, DICOM_JSON, MULTIPART, parse_media_type
 
 log = logging.getLogger(__name__)
 
-#: Failure Reason (0008,1197) for an instance that does not belong to the URL's study.
-NOT_OF_STUDY = 0x0110
-#: Failure Reason for a part that is not a DICOM object at all.
-CANNOT_UNDERSTAND = 0xC000
 #: How much of an over-limit body is read (and discarded) so the client sees the answer.
 DRAIN_LIMIT = 16 * 1024**2
 
@@ -71,41 +67,14 @@ def request_boundary(content_type: str | None, content_encoding: str | None) -> 
         raise ApiError(400, str(exc)) from None
 
 
-def _refused(status: int, reason: str, sop_class: str = "", sop_uid: str = "") -> IngestResult:
-    return IngestResult("rejected", status, reason, sop_class_uid=sop_class, sop_instance_uid=sop_uid)
-
-
-def _study_mismatch(data: bytes, study: str) -> IngestResult | None:
-    """A refusal if ``data`` is an instance of another study than ``study``.
-
-    Uses the ingest path's own parser and UID check, so this decision and ingest
-    cannot disagree; objects that do not parse are left for ingest to reject.
-    """
-    try:
-        ds = dicomfile.parse_part10(data).dataset
-        actual = check_uid(ds.get("StudyInstanceUID"), "Study Instance UID")
-    except (dicomfile.DicomFormatError, IngestRejected):
-        return None
-    except Exception:  # noqa: BLE001 - pydicom raises many types for malformed values
-        return None
-    if actual == study:
-        return None
-    sop_uid = _uid_or_empty(ds, "SOPInstanceUID")
-    return _refused(NOT_OF_STUDY, "the instance does not belong to the study in the request URL",
-                    _uid_or_empty(ds, "SOPClassUID"), sop_uid)
-
-
-def _uid_or_empty(ds: object, keyword: str) -> str:
-    try:
-        return check_uid(ds.get(keyword), keyword)  # type: ignore[attr-defined]
-    except Exception:  # noqa: BLE001
-        return ""
+def _refused(status: int, reason: str) -> IngestResult:
+    return IngestResult(IngestStatus.REJECTED, status, reason)
 
 
 def store_part(archive: Archive, part: multipart.Part, study: str | None, max_object_bytes: int) -> IngestResult:
     """Ingest one part (or refuse it without storing anything)."""
     if part.too_large:
-        return _refused(OUT_OF_RESOURCES, f"part larger than {max_object_bytes} bytes")
+        return _refused(Status.OUT_OF_RESOURCES, f"part larger than {max_object_bytes} bytes")
     ctype = part.content_type
     if ctype is not None:
         try:
@@ -113,16 +82,12 @@ def store_part(archive: Archive, part: multipart.Part, study: str | None, max_ob
         except ApiError:
             mime = ctype
         if mime != DICOM:
-            return _refused(CANNOT_UNDERSTAND, "part is not application/dicom")
-    if study is not None:
-        refusal = _study_mismatch(part.body, study)
-        if refusal is not None:
-            return refusal
-    return archive.ingest.ingest_part10(part.body, source="")
+            return _refused(Status.CANNOT_UNDERSTAND, "part is not application/dicom")
+    return archive.ingest.ingest_part10(part.body, source="", study_instance_uid=study)
 
 
-def store(archive: Archive, stream: BinaryIO, boundary: str, study: str | None, *, max_parts: int,
-          max_bytes: int) -> list[PartOutcome]:
+def ingest_parts(archive: Archive, stream: BinaryIO, boundary: str, study: str | None, *, max_parts: int,
+                 max_bytes: int) -> list[PartOutcome]:
     """Read and store every part of a STOW-RS body (413/400 via :class:`ApiError`)."""
     max_object = archive.ingest.max_object_bytes
     reader = multipart.MultipartReader(stream, boundary, max_parts=max_parts, max_part_bytes=max_object,
@@ -165,11 +130,21 @@ def _referenced(base: str, result: IngestResult) -> dict[str, object]:
 
 
 def _failed(result: IngestResult) -> dict[str, object]:
-    return {
+    """A Failed SOP Sequence item: the Failure Reason code and, beside it, the reason as text.
+
+    PS3.18's Store Instances Response Module has no text attribute for a failure (Failure Reason
+    (0008,1197) is a code; Warning Reason (0008,1196) is for warnings only), so the text goes in an
+    Error Comment (0000,0902), the element a DIMSE response carries it in, as dcm4chee-arc does. It is
+    cut to 64 printable ASCII characters (LO) and never quotes element values (no patient data).
+    """
+    item: dict[str, object] = {
         "00081150": _ui(result.sop_class_uid),
         "00081155": _ui(result.sop_instance_uid),
         "00081197": {"vr": "US", "Value": [result.dicom_status]},
     }
+    text = "".join(c if " " <= c <= "~" and c != "\\" else "?" for c in (result.reason or str(result.status)))
+    item["00000902"] = {"vr": "LO", "Value": [text.strip()[:64] or str(result.status)]}
+    return item
 
 
 def store_response_document(outcomes: Iterable[PartOutcome], base: str, study: str | None) -> dict[str, object]:
@@ -200,7 +175,7 @@ def _status(outcomes: list[PartOutcome]) -> int:
         return 413
     if any(not o.identified for o in failed):
         return 400
-    if all(o.result.dicom_status == OUT_OF_RESOURCES and o.result.status == "failed" for o in failed):
+    if all(o.result.dicom_status == Status.OUT_OF_RESOURCES and o.result.status is IngestStatus.FAILED for o in failed):
         return 503
     return 409
 

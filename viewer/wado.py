@@ -25,20 +25,19 @@ from dataclasses import dataclass
 from flask import Response
 from pydicom.dataset import Dataset
 from pydicom.tag import Tag
+from pydicom.uid import ExplicitVRLittleEndian
 
 from pacs_lite.catalog import Catalog, StoredInstance, Visibility
-from pacs_lite.dicomjson import BINARY_VRS
-from pacs_lite.retrieval import Delivered, RetrievalError, RetrievalService
-from storage import codecs, rendering
+from pacs_lite.dicomheader import BINARY_VRS
+from pacs_lite.retrieval import AS_STORED, Delivered, Failure, Option, RetrievalError, RetrievalService
+from pacs_lite.syntaxes import FRAME_MEDIA_TYPES, NATIVE
+from pacs_lite.tags import ENCAPSULATED_DOCUMENT, PIXEL_DATA
 
 from . import multipart
 from .errors import ApiError
-from .negotiation import (
+from .mediatypes import (
     DICOM,
-    EXPLICIT_LE,
-    IMAGE_MEDIA_SYNTAXES,
     MULTIPART,
-    NATIVE_SYNTAXES,
     OCTET_STREAM,
     Alternative,
     MediaType,
@@ -50,8 +49,6 @@ from .negotiation import (
 log = logging.getLogger(__name__)
 
 MAX_FRAMES_PER_REQUEST = 10_000
-PIXEL_DATA = 0x7FE00010
-ENCAPSULATED_DOCUMENT = 0x00420011
 _FRAME_RE = re.compile(r"^[1-9][0-9]{0,8}$")
 _TAG_RE = re.compile(r"^[0-9A-Fa-f]{8}$")
 _INDEX_RE = re.compile(r"^(0|[1-9][0-9]{0,5})$")
@@ -92,57 +89,33 @@ def representative(catalog: Catalog, study: str, series: str | None, visibility:
     return find_instances(catalog, study, chosen["SeriesInstanceUID"], chosen["SOPInstanceUID"], visibility)[0]
 
 
-def frame_syntax(transfer_syntax_uid: str) -> str:
-    """The syntax frames are delivered in: native frames always come out little endian."""
-    return EXPLICIT_LE if transfer_syntax_uid in NATIVE_SYNTAXES else transfer_syntax_uid
-
-
 # -- instances --------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class InstancePlan:
-    """How to deliver instances: multipart or not, and in which transfer syntaxes.
-
-    ``accepted`` ``None`` means as stored. ``lenient`` marks the default syntax (the
-    client named none): when it cannot be produced, the stored syntax is sent instead
-    and the part's ``transfer-syntax`` says so.
-    """
+class InstanceRequest:
+    """What an instance retrieval asks for: multipart or not, and the options in order of preference."""
 
     multipart: bool
-    accepted: tuple[str, ...] | None
-    lenient: bool
+    options: tuple[Option, ...]
 
 
-def plan_instances(accept: str | None, *, single: bool) -> InstancePlan:
-    """Choose how to answer an instance retrieval with this ``Accept`` (406 if impossible)."""
+def _instance_option(alt: Alternative) -> Option:
+    if alt.any_syntax:
+        return AS_STORED
+    if alt.transfer_syntaxes is None:  # the media type's default; sent as stored if it cannot be made
+        return Option.exactly(ExplicitVRLittleEndian, or_as_stored=True)
+    return Option.exactly(*alt.transfer_syntaxes)
+
+
+def instance_request(accept: str | None, *, single: bool) -> InstanceRequest:
+    """What an instance retrieval with this ``Accept`` asks for (406 if nothing fits)."""
     usable = [a for a in alternatives(accept, DICOM) if a.media_type == DICOM and (a.multipart or single)]
     if not usable:
         raise ApiError(406, 'instances are available as multipart/related; type="application/dicom"'
                        + (" or application/dicom" if single else ""))
     chosen = [a for a in usable if a.multipart == usable[0].multipart]
-    accepted: list[str] = []
-    lenient = False
-    for alt in chosen:
-        if alt.any_syntax:
-            return InstancePlan(usable[0].multipart, None, False)
-        if alt.transfer_syntaxes is None:
-            lenient = True
-            accepted.append(EXPLICIT_LE)
-        else:
-            accepted.extend(alt.transfer_syntaxes)
-    return InstancePlan(usable[0].multipart, tuple(dict.fromkeys(accepted)), lenient)
-
-
-def deliver(retrieval: RetrievalService, inst: StoredInstance, plan: InstancePlan) -> Delivered:
-    """One instance as ``plan`` asks (lenient plans fall back to the stored syntax)."""
-    try:
-        return retrieval.deliver(inst, plan.accepted)
-    except RetrievalError as exc:
-        if exc.kind == "unsupported" and plan.lenient:
-            log.info("default transfer syntax unavailable for an instance; sending it as stored")
-            return retrieval.deliver(inst, None)
-        raise
+    return InstanceRequest(usable[0].multipart, tuple(_instance_option(a) for a in chosen))
 
 
 def _dicom_part_headers(item: Delivered) -> dict[str, str]:
@@ -150,12 +123,12 @@ def _dicom_part_headers(item: Delivered) -> dict[str, str]:
 
 
 def _instance_parts(retrieval: RetrievalService, first: Delivered, rest: Sequence[StoredInstance],
-                    plan: InstancePlan) -> Iterator[tuple[Mapping[str, str], bytes]]:
+                    wanted: InstanceRequest) -> Iterator[tuple[Mapping[str, str], bytes]]:
     yield _dicom_part_headers(first), first.data
     del first  # hold one instance at a time, not the first one for the whole stream
     for inst in rest:
         try:
-            item = deliver(retrieval, inst, plan)
+            item = retrieval.instance(inst, wanted.options)
         except Exception:
             log.exception("aborting a multipart WADO-RS response: an instance cannot be delivered")
             raise
@@ -166,13 +139,13 @@ def _instance_parts(retrieval: RetrievalService, first: Delivered, rest: Sequenc
 def retrieve_instances(catalog: Catalog, retrieval: RetrievalService, accept: str | None, study: str,
                        series: str | None, sop: str | None, visibility: Visibility) -> Response:
     """Stream the instances of a study, a series or one instance."""
-    plan = plan_instances(accept, single=sop is not None)
+    wanted = instance_request(accept, single=sop is not None)
     instances = find_instances(catalog, study, series, sop, visibility)
-    first = deliver(retrieval, instances[0], plan)
-    if not plan.multipart:
+    first = retrieval.instance(instances[0], wanted.options)
+    if not wanted.multipart:
         return Response(first.data, content_type=_dicom_part_headers(first)["Content-Type"])
     boundary = multipart.new_boundary()
-    body = multipart.write_parts(boundary, _instance_parts(retrieval, first, instances[1:], plan))
+    body = multipart.write_parts(boundary, _instance_parts(retrieval, first, instances[1:], wanted))
     return Response(body, content_type=multipart.content_type(DICOM, boundary))
 
 
@@ -193,58 +166,33 @@ def parse_frame_numbers(text: str) -> list[int]:
     return numbers
 
 
-@dataclass(frozen=True)
-class FramePlan:
-    """How to deliver frames: container, part media type, target syntaxes (``None``: as stored)."""
-
-    multipart: bool
-    media_type: str
-    targets: tuple[str, ...] | None
-
-
 def _frame_alternative_ok(alt: Alternative, count: int) -> bool:
     if not alt.multipart and count != 1:
         return False
-    return alt.media_type == OCTET_STREAM or alt.media_type in IMAGE_MEDIA_SYNTAXES
+    return alt.media_type == OCTET_STREAM or alt.media_type in FRAME_MEDIA_TYPES
 
 
-def _carries(alt: Alternative, stored: str) -> bool:
-    """Whether ``alt`` accepts frames in the stored syntax as they are."""
-    delivered = frame_syntax(stored)
+def _frame_option(alt: Alternative) -> Option:
+    """What ``alt`` takes: octet-stream in the syntaxes named (default explicit VR little
+    endian; ``*`` any), or an image media type in the syntaxes named (default: its family,
+    produced in its first syntax)."""
     if alt.media_type == OCTET_STREAM:
         if alt.any_syntax:
-            return True
-        wanted = alt.transfer_syntaxes or (EXPLICIT_LE,)
-        return delivered in {frame_syntax(t) for t in wanted}
-    family = IMAGE_MEDIA_SYNTAXES[alt.media_type]
+            return AS_STORED
+        return Option.exactly(*(alt.transfer_syntaxes or (ExplicitVRLittleEndian,)))
+    family = FRAME_MEDIA_TYPES[alt.media_type]
     if alt.transfer_syntaxes is None or alt.any_syntax:
-        return stored in family
-    return stored in alt.transfer_syntaxes
+        return Option(frozenset(family), family[:1])
+    return Option.exactly(*alt.transfer_syntaxes)
 
 
-def _targets(alt: Alternative) -> tuple[str, ...]:
-    """Syntaxes to transcode to for ``alt`` when the stored one does not fit."""
-    if alt.media_type == OCTET_STREAM:
-        return alt.transfer_syntaxes if alt.transfer_syntaxes and not alt.any_syntax else (EXPLICIT_LE,)
-    if alt.transfer_syntaxes is None or alt.any_syntax:
-        return IMAGE_MEDIA_SYNTAXES[alt.media_type][:1]
-    return alt.transfer_syntaxes
-
-
-def plan_frames(accept: str | None, stored: str, count: int) -> list[FramePlan]:
-    """Candidate ways to answer a frames request, best first (406 if there are none)."""
+def frame_alternatives(accept: str | None, count: int) -> list[Alternative]:
+    """The acceptable representations of ``count`` frames, best first (406 if there are none)."""
     usable = [a for a in alternatives(accept, OCTET_STREAM) if _frame_alternative_ok(a, count)]
     if not usable:
         raise ApiError(406, 'frames are available as multipart/related; type="application/octet-stream" '
                        "or an image media type (image/jls, image/jp2, image/jphc, image/jpeg...)")
-    for alt in usable:
-        if _carries(alt, stored):
-            return [FramePlan(alt.multipart, alt.media_type, None)]
-    return [FramePlan(alt.multipart, alt.media_type, (target,)) for alt in usable for target in _targets(alt)]
-
-
-def _frame_content_type(media_type: str, ts: str) -> str:
-    return f"{media_type}; transfer-syntax={frame_syntax(ts)}"
+    return usable
 
 
 def retrieve_frames(catalog: Catalog, retrieval: RetrievalService, accept: str | None, study: str, series: str,
@@ -252,27 +200,16 @@ def retrieve_frames(catalog: Catalog, retrieval: RetrievalService, accept: str |
     """Raw frames of one instance, in the stored syntax when acceptable."""
     numbers = parse_frame_numbers(frame_list)
     inst = find_instances(catalog, study, series, sop, visibility)[0]
-    plans = plan_frames(accept, inst.transfer_syntax_uid, len(numbers))
-    error: RetrievalError | None = None
-    for plan in plans:
-        try:
-            frames, ts = retrieval.frames(inst, numbers, plan.targets)
-        except RetrievalError as exc:
-            if exc.kind != "unsupported":
-                raise
-            error = exc
-            continue
-        return _frames_response(plan, frames, ts)
-    raise ApiError(406, str(error) if error else "cannot provide the requested transfer syntax")
-
-
-def _frames_response(plan: FramePlan, frames: Sequence[bytes], ts: str) -> Response:
-    part_type = _frame_content_type(plan.media_type, ts)
-    if not plan.multipart:
-        return Response(frames[0], content_type=part_type)
+    usable = frame_alternatives(accept, len(numbers))
+    result = retrieval.frames(inst, numbers, [_frame_option(a) for a in usable])
+    chosen = usable[result.option]
+    part_type = f"{chosen.media_type}; transfer-syntax={result.transfer_syntax_uid}"
+    if not chosen.multipart:
+        return Response(result.frames[0], content_type=part_type)
     boundary = multipart.new_boundary()
-    parts = (({"Content-Type": part_type}, frame) for frame in frames)
-    return Response(multipart.write_parts(boundary, parts), content_type=multipart.content_type(plan.media_type, boundary))
+    parts = (({"Content-Type": part_type}, frame) for frame in result.frames)
+    return Response(multipart.write_parts(boundary, parts),
+                    content_type=multipart.content_type(chosen.media_type, boundary))
 
 
 # -- bulk data --------------------------------------------------------------------------------
@@ -361,13 +298,13 @@ def _pixel_bulk(retrieval: RetrievalService, inst: StoredInstance, accept: str |
     """Pixel Data as bulk data: native pixels in one part, compressed ones one frame per part."""
     numbers = list(range(1, inst.number_of_frames + 1))
     try:
-        frames, ts = retrieval.frames(inst, numbers, None)
+        result = retrieval.frames(inst, numbers, [AS_STORED])
     except RetrievalError as exc:
-        if exc.kind == "unsupported":
+        if exc.kind is Failure.UNSUPPORTED:
             raise ApiError(404, "no such bulk data") from None
         raise
-    part_type = f"{OCTET_STREAM}; transfer-syntax={frame_syntax(ts)}"
-    chunks = [b"".join(frames)] if ts in NATIVE_SYNTAXES else frames
+    part_type = f"{OCTET_STREAM}; transfer-syntax={result.transfer_syntax_uid}"
+    chunks = [b"".join(result.frames)] if result.transfer_syntax_uid in NATIVE else result.frames
     if len(chunks) == 1 and _bulk_single_type(accept, None) is not None:
         return Response(chunks[0], content_type=part_type)
     if not _accepts_multipart_octets(accept):
@@ -448,6 +385,8 @@ def _render_choice(accept: str | None, document_type: str | None) -> tuple[bool,
             part = parse_media_type(r.params.get("type", "image/jpeg")).mime
             if part in RENDER_TYPES:
                 return True, part
+            if part in ("*/*", "image/*"):
+                return True, "image/jpeg"
     raise ApiError(406, "rendered images are available as image/jpeg or image/png")
 
 
@@ -461,16 +400,9 @@ def _render_response(images: Sequence[bytes], media_type: str, as_multipart: boo
     return Response(multipart.write_parts(boundary, parts), content_type=multipart.content_type(media_type, boundary))
 
 
-def _render(ds: Dataset, frame: int, media_type: str, options: RenderOptions) -> bytes:
-    try:
-        return rendering.render(ds, frame, media_type=media_type, window=options.window,
-                                viewport=options.viewport, quality=options.quality)
-    except IndexError:
-        raise ApiError(404, f"frame {frame + 1} does not exist") from None
-    except codecs.CodecError as exc:
-        raise ApiError(406, f"this image cannot be rendered: {exc}"[:300]) from None
-    except ValueError as exc:
-        raise ApiError(400, str(exc)[:300]) from None
+def _render(retrieval: RetrievalService, ds: Dataset, frame: int, media_type: str, options: RenderOptions) -> bytes:
+    return retrieval.render(ds, frame, media_type=media_type, window=options.window, viewport=options.viewport,
+                            quality=options.quality)
 
 
 def _document(ds: Dataset) -> tuple[str | None, bytes | None]:
@@ -512,10 +444,6 @@ def retrieve_rendered(catalog: Catalog, retrieval: RetrievalService, accept: str
         return _rendered_document(ds, accept)
     as_multipart, media_type = _render_choice(accept, None)
     if numbers is None:
-        try:
-            middle = codecs.frame_count(ds) // 2 if thumbnail else 0
-        except codecs.CodecError as exc:
-            raise ApiError(406, f"this image cannot be rendered: {exc}"[:300]) from None
-        numbers = [middle + 1]
-    images = [_render(ds, n - 1, media_type, options) for n in numbers]
+        numbers = [(retrieval.frame_count(ds) // 2 if thumbnail else 0) + 1]
+    images = [_render(retrieval, ds, n - 1, media_type, options) for n in numbers]
     return _render_response(images, media_type, as_multipart)

@@ -1,60 +1,99 @@
-"""Which DICOM attributes the index holds, at which level, in which column, matched how."""
+"""Which DICOM attributes the index holds, at which level, in which column, matched how.
+
+The one table of indexed attributes: C-FIND and QIDO-RS match and return them, ingest
+reads the ``extracted`` ones from the received header (:data:`EXTRACTED`: tag, value
+kind and maximum length all come from here and the column), and the catalog writes
+their columns by iterating the same table. Counted and derived attributes (NumberOf*,
+ModalitiesInStudy; ``patients.patient_name_folded``, not a matching key) are kept by
+the catalog and never extracted.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from pydicom.datadict import dictionary_VR, tag_for_keyword
+from sqlalchemy import Integer
 from sqlalchemy.orm import InstrumentedAttribute
 
 from .models import Instance, Patient, Series, Study
 
 LEVELS = ("PATIENT", "STUDY", "SERIES", "IMAGE")
 
+#: How ingest reads an extracted attribute: ``DicomHeader.text`` (cut to ``limit``) or ``DicomHeader.int``.
+TEXT, INT = "text", "int"
+
 
 @dataclass(frozen=True)
 class Attribute:
     keyword: str
-    tag: int
-    vr: str
     level: str
     column: InstrumentedAttribute
     kind: str  # see matching.condition
+    #: read from the received header by ingest (False: counted or derived by the catalog)
+    extracted: bool = True
+    #: identifies the row of its level: written when the row is created, never overwritten
+    key: bool = False
+    tag: int = field(init=False)
+    vr: str = field(init=False)
+    #: the column's name: the key of this attribute in an InstanceRecord level dict
+    name: str = field(init=False)
+    value_kind: str = field(init=False)  # TEXT or INT
+    #: the column's length (text values are cut to it); 0 for integers
+    limit: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        tag = tag_for_keyword(self.keyword)
+        if tag is None:
+            raise ValueError(f"{self.keyword} is not a DICOM keyword")
+        column_type = self.column.property.columns[0].type
+        is_int = isinstance(column_type, Integer)
+        object.__setattr__(self, "tag", tag)
+        object.__setattr__(self, "vr", dictionary_VR(tag))
+        object.__setattr__(self, "name", self.column.key)
+        object.__setattr__(self, "value_kind", INT if is_int else TEXT)
+        object.__setattr__(self, "limit", 0 if is_int else column_type.length)
 
 
 _A = Attribute
 ATTRIBUTES: dict[str, Attribute] = {a.keyword: a for a in (
-    _A("PatientID", 0x00100020, "LO", "PATIENT", Patient.patient_id, "exact"),
-    _A("PatientName", 0x00100010, "PN", "PATIENT", Patient.patient_name, "pn"),
-    _A("PatientBirthDate", 0x00100030, "DA", "PATIENT", Patient.birth_date, "date"),
-    _A("PatientSex", 0x00100040, "CS", "PATIENT", Patient.sex, "text"),
-    _A("NumberOfPatientRelatedStudies", 0x00201200, "IS", "PATIENT", Patient.num_studies, "int"),
-    _A("StudyInstanceUID", 0x0020000D, "UI", "STUDY", Study.study_instance_uid, "uid"),
-    _A("StudyDate", 0x00080020, "DA", "STUDY", Study.study_date, "date"),
-    _A("StudyTime", 0x00080030, "TM", "STUDY", Study.study_time, "time"),
-    _A("AccessionNumber", 0x00080050, "SH", "STUDY", Study.accession_number, "text"),
-    _A("StudyID", 0x00200010, "SH", "STUDY", Study.study_id, "text"),
-    _A("StudyDescription", 0x00081030, "LO", "STUDY", Study.study_description, "text"),
-    _A("ReferringPhysicianName", 0x00080090, "PN", "STUDY", Study.referring_physician_name, "text"),
-    _A("ModalitiesInStudy", 0x00080061, "CS", "STUDY", Study.modalities_in_study, "multi"),
-    _A("NumberOfStudyRelatedSeries", 0x00201206, "IS", "STUDY", Study.num_series, "int"),
-    _A("NumberOfStudyRelatedInstances", 0x00201208, "IS", "STUDY", Study.num_instances, "int"),
-    _A("SeriesInstanceUID", 0x0020000E, "UI", "SERIES", Series.series_instance_uid, "uid"),
-    _A("Modality", 0x00080060, "CS", "SERIES", Series.modality, "text"),
-    _A("SeriesNumber", 0x00200011, "IS", "SERIES", Series.series_number, "int"),
-    _A("SeriesDescription", 0x0008103E, "LO", "SERIES", Series.series_description, "text"),
-    _A("SeriesDate", 0x00080021, "DA", "SERIES", Series.series_date, "date"),
-    _A("SeriesTime", 0x00080031, "TM", "SERIES", Series.series_time, "time"),
-    _A("BodyPartExamined", 0x00180015, "CS", "SERIES", Series.body_part_examined, "text"),
-    _A("NumberOfSeriesRelatedInstances", 0x00201209, "IS", "SERIES", Series.num_instances, "int"),
-    _A("SOPInstanceUID", 0x00080018, "UI", "IMAGE", Instance.sop_instance_uid, "uid"),
-    _A("SOPClassUID", 0x00080016, "UI", "IMAGE", Instance.sop_class_uid, "uid"),
-    _A("InstanceNumber", 0x00200013, "IS", "IMAGE", Instance.instance_number, "int"),
-    _A("NumberOfFrames", 0x00280008, "IS", "IMAGE", Instance.number_of_frames, "int"),
-    _A("Rows", 0x00280010, "US", "IMAGE", Instance.rows, "int"),
-    _A("Columns", 0x00280011, "US", "IMAGE", Instance.columns, "int"),
+    _A("PatientID", "PATIENT", Patient.patient_id, "exact", key=True),
+    _A("PatientName", "PATIENT", Patient.patient_name, "pn"),
+    _A("PatientBirthDate", "PATIENT", Patient.birth_date, "date"),
+    _A("PatientSex", "PATIENT", Patient.sex, "text"),
+    _A("NumberOfPatientRelatedStudies", "PATIENT", Patient.num_studies, "int", extracted=False),
+    _A("StudyInstanceUID", "STUDY", Study.study_instance_uid, "uid", key=True),
+    _A("StudyDate", "STUDY", Study.study_date, "date"),
+    _A("StudyTime", "STUDY", Study.study_time, "time"),
+    _A("AccessionNumber", "STUDY", Study.accession_number, "text"),
+    _A("StudyID", "STUDY", Study.study_id, "text"),
+    _A("StudyDescription", "STUDY", Study.study_description, "text"),
+    _A("ReferringPhysicianName", "STUDY", Study.referring_physician_name, "text"),
+    _A("ModalitiesInStudy", "STUDY", Study.modalities_in_study, "multi", extracted=False),
+    _A("NumberOfStudyRelatedSeries", "STUDY", Study.num_series, "int", extracted=False),
+    _A("NumberOfStudyRelatedInstances", "STUDY", Study.num_instances, "int", extracted=False),
+    _A("SeriesInstanceUID", "SERIES", Series.series_instance_uid, "uid", key=True),
+    _A("Modality", "SERIES", Series.modality, "text"),
+    _A("SeriesNumber", "SERIES", Series.series_number, "int"),
+    _A("SeriesDescription", "SERIES", Series.series_description, "text"),
+    _A("SeriesDate", "SERIES", Series.series_date, "date"),
+    _A("SeriesTime", "SERIES", Series.series_time, "time"),
+    _A("BodyPartExamined", "SERIES", Series.body_part_examined, "text"),
+    _A("NumberOfSeriesRelatedInstances", "SERIES", Series.num_instances, "int", extracted=False),
+    _A("SOPInstanceUID", "IMAGE", Instance.sop_instance_uid, "uid", key=True),
+    _A("SOPClassUID", "IMAGE", Instance.sop_class_uid, "uid"),
+    _A("InstanceNumber", "IMAGE", Instance.instance_number, "int"),
+    _A("NumberOfFrames", "IMAGE", Instance.number_of_frames, "int"),
+    _A("Rows", "IMAGE", Instance.rows, "int"),
+    _A("Columns", "IMAGE", Instance.columns, "int"),
 )}
 
 BY_TAG: dict[int, Attribute] = {a.tag: a for a in ATTRIBUTES.values()}
+
+#: Per level, the attributes ingest reads from the header and the catalog writes, in table order.
+EXTRACTED: dict[str, tuple[Attribute, ...]] = {
+    level: tuple(a for a in ATTRIBUTES.values() if a.level == level and a.extracted) for level in LEVELS
+}
 
 
 def level_rank(level: str) -> int:

@@ -21,6 +21,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from .states import CompressionState, Integrity, JobState
+
 
 def utcnow() -> dt.datetime:
     """Naive UTC: stored alike by SQLite and PostgreSQL, compared in SQL."""
@@ -113,11 +115,11 @@ class Instance(Base):
     received_transfer_syntax_uid: Mapped[str] = mapped_column(String(64))
     received_sha256: Mapped[str] = mapped_column(String(64))
     received_size: Mapped[int] = mapped_column(BigInteger)
-    #: "pending", "compressed", "kept" (stored as received, see compression_note) or "none"
-    compression_state: Mapped[str] = mapped_column(String(16), default="none", index=True)
+    #: a :class:`CompressionState` ("kept": stored as received, see compression_note)
+    compression_state: Mapped[str] = mapped_column(String(16), default=CompressionState.NONE, index=True)
     compression_note: Mapped[str] = mapped_column(String(255), default="")
-    #: "ok" or "corrupt" (set by verify --repair when the object fails its checksum)
-    integrity: Mapped[str] = mapped_column(String(16), default="ok")
+    #: an :class:`Integrity` ("corrupt" is set by verify --repair when the object fails its checksum)
+    integrity: Mapped[str] = mapped_column(String(16), default=Integrity.OK)
     #: instance DICOM JSON (zlib), bulk data as BulkDataURI relative to a placeholder base
     metadata_z: Mapped[bytes] = mapped_column(LargeBinary, deferred=True)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(), default=utcnow)
@@ -155,8 +157,8 @@ class Job(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     kind: Mapped[str] = mapped_column(String(32))
     payload: Mapped[str] = mapped_column(Text, default="{}")
-    #: "queued", "running", "done", "failed"
-    state: Mapped[str] = mapped_column(String(16), default="queued")
+    #: a :class:`JobState`
+    state: Mapped[str] = mapped_column(String(16), default=JobState.QUEUED)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     run_after: Mapped[dt.datetime] = mapped_column(DateTime(), default=utcnow)
     lease_until: Mapped[dt.datetime | None] = mapped_column(DateTime(), nullable=True)

@@ -19,9 +19,9 @@ from pynetdicom.pdu_primitives import A_ASSOCIATE, ImplementationClassUIDNotific
 from pynetdicom.presentation import build_context
 
 from dicom_scp import DicomServer
+from harness.net import LOOPBACK
 from pacs_lite.archive import Archive
 from pacs_lite.config import Peer
-from tests.support.net import LOOPBACK
 from tests.support.pacs import make_config
 
 VERIFICATION = "1.2.840.10008.1.1"

@@ -22,9 +22,9 @@ from dicomweb_client.api import DICOMwebClient
 from flask import Flask
 from werkzeug.serving import BaseWSGIServer, make_server
 
+from harness.net import LOOPBACK, free_port, http_url
 from pacs_lite.archive import Archive
 from pacs_lite.config import Config
-from tests.support.net import LOOPBACK, free_port
 from tests.support.pacs import make_config
 
 CRLF = b"\r\n"
@@ -48,12 +48,12 @@ class LiveServer:
 
     @property
     def url(self) -> str:
-        return f"http://{LOOPBACK}:{self.port}"
+        return http_url(self.port)
 
     @property
     def base(self) -> str:
         """The DICOMweb root."""
-        return self.url + "/dicomweb"
+        return http_url(self.port, "/dicomweb")
 
     def start(self) -> Self:
         self._thread.start()

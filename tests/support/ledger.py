@@ -19,7 +19,7 @@ import pydicom
 import requests
 from pydicom.uid import generate_uid
 
-from tests.support.dcmtk import StoreOutcome
+from harness.dcmtk import StoreOutcome
 from tests.support.dicom import make_instance, part10, read_dataset
 from tests.support.http import split_multipart
 
@@ -76,7 +76,7 @@ class Ledger:
             self.entries[entry.sop] = entry
 
     def record_acks(self, outcomes: Mapping[str, StoreOutcome]) -> int:
-        """Record the files :func:`tests.support.dcmtk.storescu` reports stored; return how many."""
+        """Record the files :func:`harness.dcmtk.storescu` reports stored; return how many."""
         stored = [path for path, o in outcomes.items() if o.outcome == "stored"]
         for path in stored:
             self.record_file(path)

@@ -8,7 +8,7 @@ from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.filewriter import correct_ambiguous_vr
 
-from pacs_lite.dicomjson import BINARY_VRS, bulk_base, tag_hex
+from pacs_lite.dicomheader import BINARY_VRS, bulk_base, tag_hex
 
 
 def _binary_paths(ds: Dataset, prefix: str, out: dict[int, str]) -> None:

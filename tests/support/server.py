@@ -15,8 +15,8 @@ from pathlib import Path
 
 import requests
 
-from tests.support.net import free_port, wait_for_port
-from tests.support.processes import ManagedProcess
+from harness.net import LOOPBACK, free_port, http_url, wait_for_port
+from harness.processes import ManagedProcess, memory_kib, process_tree
 
 
 class PacsServer:
@@ -50,7 +50,7 @@ class PacsServer:
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
+        return http_url(self.http_port)
 
     @property
     def dicomweb(self) -> str:
@@ -68,7 +68,7 @@ class PacsServer:
     def start(self, *, env: dict[str, str] | None = None, timeout: float = 90) -> PacsServer:
         """Start and wait until DICOM answers and ``/readyz`` says ready."""
         self.start_nowait(env=env, timeout=timeout)
-        wait_for_port("127.0.0.1", self.http_port, timeout=timeout)
+        wait_for_port(LOOPBACK, self.http_port, timeout=timeout)
         deadline = time.monotonic() + timeout
         while True:
             try:
@@ -90,7 +90,7 @@ class PacsServer:
             cwd=self.workdir,
             name="pacs-lite serve",
         ).start()
-        wait_for_port("127.0.0.1", self.dicom_port, timeout=timeout)
+        wait_for_port(LOOPBACK, self.dicom_port, timeout=timeout)
         return self
 
     @property
@@ -132,36 +132,10 @@ class PacsServer:
 
     def pids(self) -> list[int]:
         """The server's process and all its descendants."""
-        root = self.pid
-        if root is None:
-            return []
-        children: dict[int, list[int]] = {}
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            ppid = int(stat.rsplit(")", 1)[1].split()[1])
-            children.setdefault(ppid, []).append(int(entry.name))
-        out, todo = [], [root]
-        while todo:
-            pid = todo.pop()
-            out.append(pid)
-            todo.extend(children.get(pid, []))
-        return out
+        return [] if self.pid is None else process_tree(self.pid)
 
     def rss_kb(self) -> int:
-        total = 0
-        for pid in self.pids():
-            try:
-                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                    if line.startswith("VmRSS:"):
-                        total += int(line.split()[1])
-            except OSError:
-                pass
-        return total
+        return memory_kib(self.pids())[0]
 
     def open_fds(self) -> int:
         total = 0
