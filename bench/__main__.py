@@ -9,7 +9,7 @@ output folder. Generated data is cached under ``<out>/cache``.
 
 Usage::
 
-    python -m bench [--quick] [--rounds N] [--out bench/results] [--only ingest,storage,wado,qido,rss]
+    python -m bench [--quick] [--rounds N] [--out bench/results] [--only ingest,storage,wado,qido,rss,viewer]
 """
 
 from __future__ import annotations
@@ -28,7 +28,9 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
-PHASES = ("ingest", "rss", "storage", "wado", "qido")
+PHASES = ("ingest", "rss", "storage", "wado", "qido", "viewer")
+#: What runs without --only: the viewers (a browser, PACS-lite only) run when asked for (--only viewer).
+DEFAULT_PHASES = ("ingest", "rss", "storage", "wado", "qido")
 
 
 def machine() -> dict[str, object]:
@@ -62,8 +64,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="tiny data, one round (the smoke test)")
     parser.add_argument("--rounds", type=int, default=None, help="rounds per measurement (default 3; 1 with --quick)")
     parser.add_argument("--out", default="bench/results", help="results folder (default: bench/results)")
-    parser.add_argument("--only", default=",".join(PHASES),
-                        help=f"comma-separated subset of {','.join(PHASES)} (default: all)")
+    parser.add_argument("--only", default=",".join(DEFAULT_PHASES),
+                        help=f"comma-separated subset of {','.join(PHASES)} (default: {','.join(DEFAULT_PHASES)})")
     parser.add_argument("--keep", action="store_true", help="keep the systems' data directories (debugging)")
     args = parser.parse_args(argv)
     args.only = [p.strip() for p in args.only.split(",") if p.strip()]
@@ -154,6 +156,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 elif part == "qido":
                     ctx.stop()  # QIDO runs its own servers; free the cores and memory first
                     measure.phase_qido(ctx)
+                elif part == "viewer":
+                    from .viewer import phase_viewer
+
+                    phase_viewer(ctx)
             except KeyboardInterrupt:
                 raise
             except Exception as exc:  # noqa: BLE001 - report it, run the other parts

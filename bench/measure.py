@@ -153,7 +153,7 @@ def stop_all(systems: Sequence[Any], log: Callable[[str], None] = print) -> None
 #: The systems each part uses (started together at the beginning of the run).
 PART_SYSTEMS = {"storage": ("pacs", "orthanc", "orthanc_zlib"), "wado": ("pacs", "orthanc"),
                 "ingest": ("pacs", "pacs_none", "orthanc", "storescp"),
-                "rss": ("pacs", "pacs_none", "orthanc", "storescp"), "qido": ()}
+                "rss": ("pacs", "pacs_none", "orthanc", "storescp"), "qido": (), "viewer": ("pacs",)}
 
 
 def rotate(items: Sequence[Any], k: int) -> list[Any]:

@@ -24,7 +24,7 @@ class Target:
     """A goal for PACS-lite's median.
 
     ``kind`` is ``"ratio>="``/``"ratio<="`` (PACS-lite / Orthanc against ``threshold``),
-    ``"speedup>="`` (Orthanc / PACS-lite, for times) or ``"value<="`` (PACS-lite alone).
+    ``"speedup>="`` (Orthanc / PACS-lite, for times) or ``"value<="``/``"value>="`` (PACS-lite alone).
     """
 
     kind: str
@@ -32,10 +32,12 @@ class Target:
     text: str
 
     def check(self, pacs: float | None, orthanc: float | None) -> bool | None:
-        if pacs is None or (self.kind != "value<=" and not orthanc):
+        if pacs is None or (not self.kind.startswith("value") and not orthanc):
             return None
         if self.kind == "value<=":
             return pacs <= self.threshold
+        if self.kind == "value>=":
+            return pacs >= self.threshold
         if self.kind == "ratio>=":
             return pacs / orthanc >= self.threshold  # type: ignore[operator]
         if self.kind == "ratio<=":

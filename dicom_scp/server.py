@@ -20,13 +20,7 @@ from typing import TYPE_CHECKING, Self
 
 from pynetdicom import ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, _config
 from pynetdicom.sop_class import (
-    PatientRootQueryRetrieveInformationModelFind,
-    PatientRootQueryRetrieveInformationModelGet,
-    PatientRootQueryRetrieveInformationModelMove,
     StorageCommitmentPushModel,
-    StudyRootQueryRetrieveInformationModelFind,
-    StudyRootQueryRetrieveInformationModelGet,
-    StudyRootQueryRetrieveInformationModelMove,
     Verification,
 )
 
@@ -34,6 +28,7 @@ from pacs_lite import dicomfile
 
 from .commitment import CommitmentService
 from .handlers import AssociationLog, DimseServices
+from .query import MODELS
 from .transport import GuardedAssociationServer, TransportLimits, TunedApplicationEntity, make_ssl_context
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -42,14 +37,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger("dicom_scp")
 
-QUERY_RETRIEVE_MODELS = (
-    PatientRootQueryRetrieveInformationModelFind,
-    PatientRootQueryRetrieveInformationModelGet,
-    PatientRootQueryRetrieveInformationModelMove,
-    StudyRootQueryRetrieveInformationModelFind,
-    StudyRootQueryRetrieveInformationModelGet,
-    StudyRootQueryRetrieveInformationModelMove,
-)
+#: The Query/Retrieve information models we serve (FIND, GET, MOVE; Patient and Study Root).
+QUERY_RETRIEVE_MODELS = tuple(MODELS)
 
 
 class _UndeliverableMarkerFilter(logging.Filter):

@@ -50,17 +50,23 @@ ANONYMOUS = Principal("anonymous")
 LOCAL_OPERATOR = Principal("local", frozenset({"read", "write", "admin"}))
 
 
+def client_ip(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The client's IP address (IPv4-mapped IPv6 as IPv4, zone dropped), or ``None`` if it is none."""
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
+
+
 def is_loopback(address: str | None) -> bool:
     """Whether ``address`` is a loopback client (an empty address is a Unix socket: local)."""
     if not address:
         return True
-    try:
-        ip = ipaddress.ip_address(address.split("%", 1)[0])
-    except ValueError:
-        return False
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return ip.is_loopback
+    ip = client_ip(address)
+    return ip is not None and ip.is_loopback
 
 
 class AccessPolicy:
@@ -84,13 +90,8 @@ class AccessPolicy:
         """Whether ``address`` is in one of the :attr:`allow_from` networks."""
         if not self.allow_from or not address:
             return False
-        try:
-            ip = ipaddress.ip_address(address.split("%", 1)[0])
-        except ValueError:
-            return False
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped
-        return any(ip.version == net.version and ip in net for net in self.allow_from)
+        ip = client_ip(address)
+        return ip is not None and any(ip.version == net.version and ip in net for net in self.allow_from)
 
     def check(self, req: Request) -> Visibility:
         """Admit or refuse ``req``; return the visibility its catalog queries must use."""

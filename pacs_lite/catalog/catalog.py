@@ -111,6 +111,19 @@ def _configure_sqlite(engine: Engine, *, immediate: bool) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
+def _scoped(stmt: Any, study_uid: str | None, series_uid: str | None, sop_uid: str | None,
+            visibility: Visibility) -> Any:
+    """``stmt`` (joining instances, series and studies) narrowed to a study, series or instance the caller may see."""
+    if study_uid is not None:
+        stmt = stmt.where(Study.study_instance_uid == study_uid)
+    if series_uid is not None:
+        stmt = stmt.where(Series.series_instance_uid == series_uid)
+    if sop_uid is not None:
+        stmt = stmt.where(Instance.sop_instance_uid == sop_uid)
+    condition = visibility.study_condition()
+    return stmt if condition is None else stmt.where(condition)
+
+
 class Catalog:
     """The index of patients, studies, series, instances and jobs.
 
@@ -362,17 +375,9 @@ class Catalog:
     def instances(self, study_uid: str | None = None, series_uid: str | None = None, sop_uid: str | None = None,
                   *, visibility: Visibility = EVERYTHING) -> list[StoredInstance]:
         """Locations of the instances of a study, series or one instance, in series/instance order."""
-        stmt = (select(Instance, Series.series_instance_uid, Study.study_instance_uid)
-                .join(Series, Instance.series_pk == Series.id).join(Study, Series.study_pk == Study.id))
-        if study_uid is not None:
-            stmt = stmt.where(Study.study_instance_uid == study_uid)
-        if series_uid is not None:
-            stmt = stmt.where(Series.series_instance_uid == series_uid)
-        if sop_uid is not None:
-            stmt = stmt.where(Instance.sop_instance_uid == sop_uid)
-        vis = visibility.study_condition()
-        if vis is not None:
-            stmt = stmt.where(vis)
+        stmt = _scoped(select(Instance, Series.series_instance_uid, Study.study_instance_uid)
+                       .join(Series, Instance.series_pk == Series.id).join(Study, Series.study_pk == Study.id),
+                       study_uid, series_uid, sop_uid, visibility)
         stmt = stmt.order_by(Series.series_number, Series.id, Instance.instance_number, Instance.id)
         with self.reader() as s:
             return [_instance_view(*row) for row in s.execute(stmt).all()]
@@ -443,17 +448,9 @@ class Catalog:
         so a failure in between leaves orphans, never rows pointing at nothing.
         """
         with self.writer() as s:
-            stmt = (select(Instance, Series, Study).join(Series, Instance.series_pk == Series.id)
-                    .join(Study, Series.study_pk == Study.id).where(Study.study_instance_uid == study_uid))
-            stmt = self._for_update(stmt)
-            if series_uid is not None:
-                stmt = stmt.where(Series.series_instance_uid == series_uid)
-            if sop_uid is not None:
-                stmt = stmt.where(Instance.sop_instance_uid == sop_uid)
-            vis = visibility.study_condition()
-            if vis is not None:
-                stmt = stmt.where(vis)
-            rows = s.execute(stmt).all()
+            stmt = _scoped(select(Instance, Series, Study).join(Series, Instance.series_pk == Series.id)
+                           .join(Study, Series.study_pk == Study.id), study_uid, series_uid, sop_uid, visibility)
+            rows = s.execute(self._for_update(stmt)).all()
             if not rows:
                 return None
             keys: list[str] = []
