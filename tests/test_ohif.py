@@ -8,6 +8,7 @@ pytest temporary folder (``.../pytest-current/ohif-screenshots0``).
 
 from __future__ import annotations
 
+import gzip
 import io
 import re
 from collections.abc import Iterator
@@ -114,6 +115,13 @@ def test_static_files_have_their_mime_types_and_the_ohif_prefix(client: FlaskCli
     assert response.headers["Cross-Origin-Embedder-Policy"] == "require-corp"
     again = client.get(f"/ohif/{bundle.name}", headers={"If-None-Match": response.headers["ETag"]})
     assert again.status_code == 304
+    # gzip for clients that accept it: the same bytes, a fifth of the size
+    packed = client.get(f"/ohif/{bundle.name}", headers={"Accept-Encoding": "gzip, deflate, br"})
+    assert packed.headers["Content-Encoding"] == "gzip" and "Accept-Encoding" in packed.headers["Vary"]
+    assert len(packed.get_data()) < len(body) / 3 and gzip.decompress(packed.get_data()) == body
+    assert packed.headers["ETag"] != response.headers["ETag"]
+    assert client.get(f"/ohif/{bundle.name}", headers={"Accept-Encoding": "gzip",
+                                                       "If-None-Match": packed.headers["ETag"]}).status_code == 304
     css = client.get("/ohif/app.bundle.css")
     assert css.mimetype == "text/css" and b"url(/ohif/" in css.get_data() and b"url(/a" not in css.get_data()
     wasm = next(dist.glob("*.wasm"))

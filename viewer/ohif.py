@@ -13,14 +13,15 @@ depends on it.
 
 The dist is built for the root of a site (``PUBLIC_URL=/``): its index.html, its style sheet and the
 webpack runtime of its bundles name their files as ``/...``. Those prefixes are rewritten to ``/ohif/``
-as the files are served (once per file and process, kept in memory). ``app-config.js`` points OHIF at
+as the files are served (once per file and process, kept in memory, as is the gzip form of text and
+WebAssembly files for clients that accept it). ``app-config.js`` points OHIF at
 ``window.location.origin + '/dicomweb'``: same origin, whatever host the browser used, so no CORS and
 no outside URL. Every request passes the application's access check like any other route.
 
 OHIF's pages get their own Content-Security-Policy (:func:`ohif_csp`): the strict page policy plus what
 OHIF needs from this origin only (WebAssembly codecs, ``blob:`` workers, inline styles, the hashes of
 the index's two inline scripts), and COOP/COEP so that SharedArrayBuffer is available to its volume
-viewports.
+viewports (COEP on every file: a worker started by a COEP page loads only if its script has it too).
 """
 
 from __future__ import annotations
@@ -32,10 +33,11 @@ import os
 import re
 import sys
 import threading
-from dataclasses import dataclass
+import zlib
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from flask import Blueprint, Flask, Response, current_app, render_template, send_file
+from flask import Blueprint, Flask, Response, current_app, render_template, request, send_file
 from werkzeug.security import safe_join
 
 from .errors import ApiError
@@ -58,6 +60,13 @@ MIME_TYPES = {
     ".webapp": "application/x-web-app-manifest+json",
 }
 TEXT_TYPES = frozenset({".html", ".js", ".mjs", ".css", ".json", ".webapp"})
+#: Sent gzip-compressed to clients that accept it (compressed once per file and process, kept in memory):
+#: OHIF's main bundle is 17 MB, 3.4 MB compressed.
+GZIP_TYPES = TEXT_TYPES | {".wasm", ".svg", ".map", ".jsonc", ".xml", ".txt"}
+GZIP_MIN_BYTES = 1024
+GZIP_LEVEL = 5
+#: Larger files are sent as they are (the dist's largest is 17 MB).
+MAX_REWRITE_BYTES = 64 * 1024**2
 #: Files whose name carries a content hash never change under that name.
 _HASHED = re.compile(r"(^|\.)[0-9a-f]{16}\.(js|wasm|woff2?|css)$")
 #: Dist files that are never served: ours replaces the first, the others are the build host's.
@@ -77,7 +86,13 @@ def default_dist_dir() -> Path:
 
 
 def ohif_csp(script_hashes: tuple[str, ...] = ()) -> str:
-    """The Content-Security-Policy of OHIF's pages: this origin only, plus wasm, blob: workers, inline styles."""
+    """The Content-Security-Policy of OHIF's pages: this origin only, never another.
+
+    Beyond the strict page policy: the hashes of index.html's inline scripts (no ``'unsafe-inline'``
+    script), ``'wasm-unsafe-eval'`` (its codecs and tools compile WebAssembly in the page; no
+    ``'unsafe-eval'``), ``blob:`` workers and scripts (workers built in the page), inline styles (React
+    style attributes), ``blob:``/``data:`` images, fonts, fetches and media.
+    """
     hashes = "".join(f" '{h}'" for h in script_hashes)
     return (
         f"default-src 'self'; script-src 'self' 'wasm-unsafe-eval' blob:{hashes}; worker-src 'self' blob:; "
@@ -145,13 +160,28 @@ def app_config_js() -> str:
 # -- the dist --------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Served:
-    """A dist file as it is sent: rewritten bytes (``None``: the file as it is) and its identity."""
+    """A dist file as it is sent: rewritten bytes (``None``: the file as it is), gzip, and its identity."""
 
     mtime_ns: int
     size: int
     data: bytes | None
+    gzip: bytes | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def etag(self) -> str:
+        return f"{self.mtime_ns:x}-{self.size:x}-{PREFIX.strip('/')}"
+
+    def gzipped(self, file: Path) -> bytes:
+        """The bytes to send, gzip-compressed (computed on first use)."""
+        with self.lock:
+            if self.gzip is None:
+                raw = self.data if self.data is not None else file.read_bytes()
+                compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)  # 31: gzip container
+                self.gzip = compressor.compress(raw) + compressor.flush()
+            return self.gzip
 
 
 class OhifDist:
@@ -189,7 +219,7 @@ class OhifDist:
         if cached is not None and cached.mtime_ns == st.st_mtime_ns and cached.size == st.st_size:
             return cached
         data = None
-        if file.suffix in TEXT_TYPES:
+        if file.suffix in TEXT_TYPES and st.st_size <= MAX_REWRITE_BYTES:
             raw = file.read_bytes()
             rewritten = rewrite(file.suffix, raw)
             data = rewritten if rewritten != raw else None
@@ -263,12 +293,20 @@ def serve(path: str) -> Response | tuple[str, int, dict[str, str]]:
 def _send(d: OhifDist, file: Path) -> Response:
     served = d.served(file)
     mimetype = MIME_TYPES.get(file.suffix.lower(), "application/octet-stream")
-    if served.data is None:
+    gzip = (file.suffix.lower() in GZIP_TYPES and served.size >= GZIP_MIN_BYTES
+            and "gzip" in request.accept_encodings)
+    if gzip:
+        response = send_file(io.BytesIO(served.gzipped(file)), mimetype=mimetype, conditional=True,
+                             etag=served.etag + "-gz", last_modified=served.mtime_ns / 1e9)
+        if response.status_code == 200:
+            response.headers["Content-Encoding"] = "gzip"
+    elif served.data is None:
         response = send_file(file, mimetype=mimetype, conditional=True, etag=True)
     else:
-        etag = f"{served.mtime_ns:x}-{served.size:x}-{PREFIX.strip('/')}"
-        response = send_file(io.BytesIO(served.data), mimetype=mimetype, conditional=True, etag=etag,
+        response = send_file(io.BytesIO(served.data), mimetype=mimetype, conditional=True, etag=served.etag,
                              last_modified=served.mtime_ns / 1e9)
+    if file.suffix.lower() in GZIP_TYPES:
+        response.vary.add("Accept-Encoding")
     if _HASHED.search(file.name):
         response.headers["Cache-Control"] = "public, max-age=31536000, immutable"
     else:
