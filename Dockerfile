@@ -30,7 +30,8 @@ RUN mkdir -p /var/lib/pacs-lite && chown pacs:pacs /var/lib/pacs-lite
 WORKDIR /var/lib/pacs-lite
 VOLUME /var/lib/pacs-lite
 # Inside a container the listeners bind all interfaces. DICOM then admits only the [[dicom.peers]] of the
-# configuration (allow_any_caller = "auto"); HTTP admits loopback clients and the networks of [http] allow_from.
+# configuration (allow_any_caller = "auto"); HTTP admits loopback clients, the networks of [http] allow_from and
+# partner tokens, and `serve` refuses to start while neither allow_from nor a token exists.
 ENV PACS_LITE_DICOM_HOST=0.0.0.0 PACS_LITE_HTTP_HOST=0.0.0.0
 EXPOSE 11112 8080
 USER pacs

@@ -1,8 +1,10 @@
-"""The ``pacs-lite`` command: serve, import, config, verify, worker."""
+"""The ``pacs-lite`` command: serve, import, config, verify, worker, token, share, unshare, audit."""
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
+import ipaddress
 import json
 import logging
 import multiprocessing
@@ -22,6 +24,7 @@ from .stopsignal import StopSignal
 
 if TYPE_CHECKING:
     from .archive import Archive
+    from .catalog import Catalog
 
 log = logging.getLogger("pacs_lite")
 
@@ -60,6 +63,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         shutil.rmtree(metrics_dir, ignore_errors=True)
         log.info("signal %s received while waiting: stopped", stop.received.name if stop.received else "?")
         return 0
+    try:
+        _check_exposure(config, archive)
+    except BaseException:
+        archive.close()
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+        raise
     from .activity import ReceivingSignal
     from .compression import CompressionWorkers, release_dead_workers_jobs
     from .maintenance import sweep_orphans
@@ -121,6 +130,28 @@ def cmd_serve(args: argparse.Namespace) -> int:
     shutil.rmtree(metrics_dir, ignore_errors=True)
     log.info("stopped")
     return exit_code
+
+
+def _is_loopback_host(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_exposure(config: Config, archive: Archive) -> None:
+    """Refuse to serve HTTP beyond loopback with nobody able to authenticate and no trusted network."""
+    from .catalog.partners import any_token
+    from .startup import StartupError
+
+    host = config.get("http", "host")
+    if _is_loopback_host(host) or config.get("http", "allow_from") or any_token(archive.catalog):
+        return
+    raise StartupError(f"http.host = {host!r} is not a loopback address, but no API token exists and "
+                       "http.allow_from is empty: create a token (pacs-lite token create --partner NAME "
+                       "--scope read), set http.allow_from, or set http.host = \"127.0.0.1\"")
 
 
 def _open_archive(config: Config) -> Archive:
@@ -286,6 +317,105 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- partners: tokens, shares, audit -------------------------------------------------------------
+
+
+def _catalog(args: argparse.Namespace) -> Catalog:
+    """The index (schema migrated), without the object store."""
+    from .catalog import Catalog
+
+    config = _load(args)
+    configure_logging("WARNING")
+    url = config.index_url
+    if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
+        Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+    catalog = Catalog(url)
+    catalog.migrate()
+    return catalog
+
+
+def _when(value: dt.datetime | None) -> str:
+    return value.strftime("%Y-%m-%dT%H:%M:%SZ") if value is not None else "-"
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    """Create, list or revoke partner API tokens."""
+    from .catalog import partners
+
+    catalog = _catalog(args)
+    try:
+        if args.action == "create":
+            expires = partners.parse_duration(args.expires) if args.expires else None
+            token_id, token = partners.create_token(catalog, args.partner, args.scope, expires)
+            print(f"token {token_id} for partner {args.partner} (scope {args.scope}, expires "
+                  f"{args.expires or 'never'}); it is shown only now:")
+            print(token)
+        elif args.action == "list":
+            print(f"{'id':>4}  {'partner':<20} {'scope':<6} {'created':<20} {'expires':<20} revoked")
+            for t in partners.list_tokens(catalog):
+                print(f"{t.id:>4}  {t.partner:<20} {t.scope:<6} {_when(t.created):<20} {_when(t.expires):<20} "
+                      f"{_when(t.revoked)}")
+        else:
+            partners.revoke_token(catalog, args.id)
+            print(f"token {args.id} revoked")
+    except partners.PartnerError as exc:
+        print(f"pacs-lite: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        catalog.close()
+    return 0
+
+
+def cmd_share(args: argparse.Namespace) -> int:
+    """Let a partner see a study (share), or stop (unshare)."""
+    from .catalog import partners
+
+    catalog = _catalog(args)
+    try:
+        if args.command == "share":
+            partners.share(catalog, args.study, args.partner)
+            print(f"study {args.study} shared with {args.partner}")
+        elif partners.unshare(catalog, args.study, args.partner):
+            print(f"study {args.study} no longer shared with {args.partner}")
+        else:
+            print(f"pacs-lite: study {args.study} was not shared with {args.partner}", file=sys.stderr)
+            return 1
+    except partners.PartnerError as exc:
+        print(f"pacs-lite: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        catalog.close()
+    return 0
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    """Print the audit trail (oldest first)."""
+    from .catalog import partners
+
+    since = None
+    if args.since:
+        try:
+            since = dt.datetime.fromisoformat(args.since)
+        except ValueError:
+            print(f"pacs-lite: --since: a date or time such as 2026-12-01 or 2026-12-01T08:00, got {args.since!r}",
+                  file=sys.stderr)
+            return 2
+        if since.tzinfo is not None:
+            since = since.astimezone(dt.UTC).replace(tzinfo=None)
+    catalog = _catalog(args)
+    try:
+        events = partners.audit_events(catalog, since=since, study=args.study)
+    finally:
+        catalog.close()
+    for e in events:
+        if args.json:
+            print(json.dumps(e.as_json()))
+        else:
+            print(f"{_when(e.time)} {e.who} {e.address or '-'} {e.action} {e.study or '-'} {e.outcome} {e.status}"
+                  + (f" {e.detail}" if e.detail else ""))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pacs-lite", description="A small, fast, trustworthy picture archive.")
     parser.add_argument("--config", "-c", metavar="FILE", default=None,
@@ -308,7 +438,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--processes", type=int, default=None)
     p.add_argument("--once", action="store_true", help="drain the queue once and exit")
     p.set_defaults(func=cmd_worker)
-    for name in ("serve", "import", "config", "verify", "worker"):
+    p = sub.add_parser("token", help="partner API tokens: create, list, revoke")
+    tokens = p.add_subparsers(dest="action", required=True)
+    t = tokens.add_parser("create", help="create a token; its last line of output is the token")
+    t.add_argument("--partner", required=True, metavar="NAME")
+    t.add_argument("--scope", required=True, choices=("read", "write", "admin"))
+    t.add_argument("--expires", default=None, metavar="DURATION", help="e.g. 30d, 12h (default: never)")
+    t = tokens.add_parser("list", help="list tokens (never the tokens themselves)")
+    t = tokens.add_parser("revoke", help="revoke a token")
+    t.add_argument("id", type=int, metavar="ID")
+    p.set_defaults(func=cmd_token)
+    for name in ("share", "unshare"):
+        p = sub.add_parser(name, help=f"{name} a study with a partner")
+        p.add_argument("study", metavar="STUDY_UID")
+        p.add_argument("--partner", required=True, metavar="NAME")
+        p.set_defaults(func=cmd_share)
+    p = sub.add_parser("audit", help="print the audit trail")
+    p.add_argument("--since", default=None, metavar="DATE", help="from this date or time (UTC), e.g. 2026-12-01")
+    p.add_argument("--study", default=None, metavar="UID")
+    p.add_argument("--json", action="store_true", help="one JSON object a line")
+    p.set_defaults(func=cmd_audit)
+    for name in ("serve", "import", "config", "verify", "worker", "token", "share", "unshare", "audit"):
         sub.choices[name].add_argument("--config", "-c", metavar="FILE", default=argparse.SUPPRESS)
     return parser
 

@@ -65,6 +65,10 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "allow_from": Key(list, []),
         "allow_delete": Key(bool, True),
     },
+    "security": {
+        # loopback callers without a token are the local operator (full rights); false: they need a token too
+        "loopback_trusted": Key(bool, True),
+    },
     "index": {
         "url": Key(str, "sqlite:///pacs-data/index.db", secret=True),
     },

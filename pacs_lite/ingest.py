@@ -72,6 +72,8 @@ class Expected:
     sop_class_uid: str | None = None
     sop_instance_uid: str | None = None
     study_instance_uid: str | None = None
+    #: whether the sender may add to a study (a partner may not add to studies it cannot see)
+    study_allowed: Callable[[str], bool] | None = None
 
 
 
@@ -169,11 +171,13 @@ class IngestService:
 
     # -- entry points ------------------------------------------------------------------------
 
-    def ingest_part10(self, data: bytes, *, source: str = "", study_instance_uid: str | None = None) -> IngestResult:
+    def ingest_part10(self, data: bytes, *, source: str = "", study_instance_uid: str | None = None,
+                      study_allowed: Callable[[str], bool] | None = None) -> IngestResult:
         """Ingest a DICOM Part-10 file (STOW-RS part, imported file).
 
         With ``study_instance_uid`` (the study of a STOW-RS request URL) an instance of
-        another study is refused (0x0110) and nothing is stored.
+        another study is refused (0x0110) and nothing is stored; so is an instance of a study
+        for which ``study_allowed`` says no (0x0124).
         """
         if len(data) > self.max_object_bytes:
             return self._result(IngestResult(IngestStatus.REJECTED, Status.OUT_OF_RESOURCES,
@@ -183,7 +187,8 @@ class IngestService:
         except dicomfile.DicomFormatError as exc:
             return self._result(IngestResult(IngestStatus.REJECTED, Status.CANNOT_UNDERSTAND, str(exc)))
         return self._read_and_ingest(dataset_bytes, transfer_syntax_uid,
-                                     Expected(study_instance_uid=study_instance_uid), source)
+                                     Expected(study_instance_uid=study_instance_uid, study_allowed=study_allowed),
+                                     source)
 
     def ingest_dataset(self, dataset_bytes: bytes | memoryview, transfer_syntax_uid: str, *,
                        sop_class_uid: str | None = None, sop_instance_uid: str | None = None,
@@ -346,6 +351,8 @@ class IngestService:
                                  "dataset SOP Class UID differs from the command's Affected SOP Class UID")
         if expected.study_instance_uid is not None and expected.study_instance_uid != study_uid:
             raise IngestRejected(Status.PROCESSING_FAILURE, "the instance does not belong to the study in the request URL")
+        if expected.study_allowed is not None and not expected.study_allowed(study_uid):
+            raise IngestRejected(Status.NOT_AUTHORIZED, "not allowed to add instances to this study")
         return sop_class, sop_uid, study_uid, series_uid
 
     def _checksums(self, dataset: bytes | memoryview, data: bytes) -> Callable[[], tuple[str, str]]:

@@ -58,7 +58,8 @@ def create_app(config: Config, archive: Archive | None = None, *, access: Access
     app.extensions[STATE_KEY] = AppState(
         config=config,
         archive=archive,
-        access=access if access is not None else AccessPolicy(allow_from=config.get("http", "allow_from")),
+        access=access if access is not None else AccessPolicy(
+            allow_from=config.get("http", "allow_from"), loopback_trusted=config.get("security", "loopback_trusted")),
         metadata_cache=MetadataCache(max_bytes=metadata_cache_bytes),
     )
     register_error_handlers(app)

@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import logging
 
-from flask import Blueprint, Response, request
+from flask import Blueprint, Response, g, request
 
+from pacs_lite.catalog import partners
 from pacs_lite.dicomheader import resolve_base
 from pacs_lite.uids import is_uid
 
@@ -239,11 +240,23 @@ def _store(study: str | None = None) -> Response:
     max_bytes = app.config.get("http", "max_request_bytes")
     if request.content_length is not None and request.content_length > max_bytes:
         raise ApiError(413, f"request body larger than {max_bytes} bytes")
+    partner = g.principal.partner
+    catalog = app.archive.catalog
+
+    def study_allowed(uid: str) -> bool:
+        """A partner adds to new studies and to its own, never to studies it cannot see."""
+        return not partners.owner_conflicts(catalog, [uid], partner)
+
     outcomes = stow.ingest_parts(app.archive, request.stream, boundary, study,
-                          max_parts=app.config.get("http", "max_parts"), max_bytes=max_bytes)
+                                 max_parts=app.config.get("http", "max_parts"), max_bytes=max_bytes,
+                                 study_allowed=study_allowed if partner is not None else None)
     stored = sum(1 for o in outcomes if o.result.ok)
+    studies = sorted({o.result.study_instance_uid for o in outcomes if o.result.ok})
+    if partner is not None and studies:
+        partners.record_uploads(catalog, studies, partner)  # what a partner stored, it sees
     audit("store", "success" if stored == len(outcomes) else "partial" if stored else "failure",
-          parts=str(len(outcomes)), stored=str(stored))
+          study=study or (studies[0] if len(studies) == 1 else ""), parts=str(len(outcomes)), stored=str(stored),
+          studies=str(len(studies)))
     return stow.store_response(outcomes, dicomweb_base(), study, request.host)
 
 

@@ -10,6 +10,7 @@ import logging
 
 from flask import Blueprint, Response, redirect, request, url_for
 
+from .access import authorize
 from .context import state
 from .errors import error_response, json_bytes
 
@@ -46,6 +47,7 @@ def readyz() -> Response:
 @bp.get("/metrics")
 def metrics() -> Response:
     """Prometheus metrics of every process of this node, plus archive gauges read from the index."""
+    authorize("metrics")  # the local operator's (archive-wide counts are no partner's business)
     from prometheus_client import CONTENT_TYPE_LATEST
 
     from pacs_lite.metrics import render

@@ -16,7 +16,7 @@ could be stored for lack of resources; 415 for a wrong content type.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -71,7 +71,8 @@ def _refused(status: int, reason: str) -> IngestResult:
     return IngestResult(IngestStatus.REJECTED, status, reason)
 
 
-def store_part(archive: Archive, part: multipart.Part, study: str | None, max_object_bytes: int) -> IngestResult:
+def store_part(archive: Archive, part: multipart.Part, study: str | None, max_object_bytes: int,
+               study_allowed: Callable[[str], bool] | None = None) -> IngestResult:
     """Ingest one part (or refuse it without storing anything)."""
     if part.too_large:
         return _refused(Status.OUT_OF_RESOURCES, f"part larger than {max_object_bytes} bytes")
@@ -83,19 +84,22 @@ def store_part(archive: Archive, part: multipart.Part, study: str | None, max_ob
             mime = ctype
         if mime != DICOM:
             return _refused(Status.CANNOT_UNDERSTAND, "part is not application/dicom")
-    return archive.ingest.ingest_part10(part.body, source="", study_instance_uid=study)
+    return archive.ingest.ingest_part10(part.body, source="", study_instance_uid=study, study_allowed=study_allowed)
 
 
 def ingest_parts(archive: Archive, stream: BinaryIO, boundary: str, study: str | None, *, max_parts: int,
-                 max_bytes: int) -> list[PartOutcome]:
-    """Read and store every part of a STOW-RS body (413/400 via :class:`ApiError`)."""
+                 max_bytes: int, study_allowed: Callable[[str], bool] | None = None) -> list[PartOutcome]:
+    """Read and store every part of a STOW-RS body (413/400 via :class:`ApiError`).
+
+    ``study_allowed`` refuses (0x0124) parts of studies the caller may not add to.
+    """
     max_object = archive.ingest.max_object_bytes
     reader = multipart.MultipartReader(stream, boundary, max_parts=max_parts, max_part_bytes=max_object,
                                        max_total_bytes=max_bytes)
     outcomes: list[PartOutcome] = []
     try:
         for index, part in enumerate(reader):
-            result = store_part(archive, part, study, max_object)
+            result = store_part(archive, part, study, max_object, study_allowed)
             outcomes.append(PartOutcome(index, result, part.too_large))
             del part  # one part in memory at a time
     except multipart.MultipartError as exc:

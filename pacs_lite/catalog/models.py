@@ -166,3 +166,53 @@ class Job(Base):
     last_error: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(), default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime(), default=utcnow)
+
+
+class ApiToken(Base):
+    """A partner's bearer token: only the SHA-256 of its secret is kept."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    #: the public look-up part of the token (``pl_<prefix>_<secret>``)
+    prefix: Mapped[str] = mapped_column(String(32), unique=True)
+    secret_sha256: Mapped[str] = mapped_column(String(64))
+    partner: Mapped[str] = mapped_column(String(64), index=True)
+    #: "read", "write" or "admin"
+    scope: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(), default=utcnow)
+    expires_at: Mapped[dt.datetime | None] = mapped_column(DateTime(), nullable=True)
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(DateTime(), nullable=True)
+
+
+class StudyShare(Base):
+    """A study a partner may see: shared by an operator, or uploaded by the partner (STOW-RS)."""
+
+    __tablename__ = "study_shares"
+    __table_args__ = (Index("ux_study_shares", "study_instance_uid", "partner", unique=True),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    #: by UID, not a foreign key: a share survives deleting and re-sending the study
+    study_instance_uid: Mapped[str] = mapped_column(String(64))
+    partner: Mapped[str] = mapped_column(String(64), index=True)
+    #: "shared" (pacs-lite share) or "uploaded" (STOW-RS with the partner's token)
+    origin: Mapped[str] = mapped_column(String(16), default="shared")
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(), default=utcnow)
+
+
+class AuditEvent(Base):
+    """One audited request: who, from where, what, on which study, with which outcome."""
+
+    __tablename__ = "audit_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    time: Mapped[dt.datetime] = mapped_column(DateTime(), default=utcnow, index=True)
+    #: "local", "token:<id>:<partner>", or "-" when the caller was not identified
+    who: Mapped[str] = mapped_column(String(128))
+    address: Mapped[str] = mapped_column(String(64), default="")
+    action: Mapped[str] = mapped_column(String(32))
+    study_instance_uid: Mapped[str] = mapped_column(String(64), default="", index=True)
+    outcome: Mapped[str] = mapped_column(String(32))
+    #: the HTTP status, and non-identifying details (counts, reasons)
+    status: Mapped[int] = mapped_column(Integer, default=0)
+    detail: Mapped[str] = mapped_column(String(255), default="")
