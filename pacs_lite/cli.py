@@ -338,12 +338,25 @@ def _when(value: dt.datetime | None) -> str:
     return value.strftime("%Y-%m-%dT%H:%M:%SZ") if value is not None else "-"
 
 
-def cmd_token(args: argparse.Namespace) -> int:
-    """Create, list or revoke partner API tokens."""
+def _partner_command(args: argparse.Namespace, run: Callable[[Catalog], int]) -> int:
+    """Run ``run`` on the index; a bad partner, scope, duration, token or study is one line and exit 1."""
     from .catalog import partners
 
     catalog = _catalog(args)
     try:
+        return run(catalog)
+    except partners.PartnerError as exc:
+        print(f"pacs-lite: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        catalog.close()
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    """Create, list or revoke partner API tokens."""
+    from .catalog import partners
+
+    def run(catalog: Catalog) -> int:
         if args.action == "create":
             expires = partners.parse_duration(args.expires) if args.expires else None
             token_id, token = partners.create_token(catalog, args.partner, args.scope, expires)
@@ -358,20 +371,16 @@ def cmd_token(args: argparse.Namespace) -> int:
         else:
             partners.revoke_token(catalog, args.id)
             print(f"token {args.id} revoked")
-    except partners.PartnerError as exc:
-        print(f"pacs-lite: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        catalog.close()
-    return 0
+        return 0
+
+    return _partner_command(args, run)
 
 
 def cmd_share(args: argparse.Namespace) -> int:
     """Let a partner see a study (share), or stop (unshare)."""
     from .catalog import partners
 
-    catalog = _catalog(args)
-    try:
+    def run(catalog: Catalog) -> int:
         if args.command == "share":
             partners.share(catalog, args.study, args.partner)
             print(f"study {args.study} shared with {args.partner}")
@@ -380,12 +389,9 @@ def cmd_share(args: argparse.Namespace) -> int:
         else:
             print(f"pacs-lite: study {args.study} was not shared with {args.partner}", file=sys.stderr)
             return 1
-    except partners.PartnerError as exc:
-        print(f"pacs-lite: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        catalog.close()
-    return 0
+        return 0
+
+    return _partner_command(args, run)
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
