@@ -19,17 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from storage.base import (
-    KEY_PATTERN,
-    ObjectInfo,
-    ObjectNotFound,
-    ObjectStore,
-    StoreError,
-    StoreUnavailable,
-    check_key,
-    check_prefix,
-    verify_checksum,
-)
+from storage import base
 
 #: Name of the folder, directly under the root, that holds in-flight writes.
 TEMP_DIR_NAME = ".tmp"
@@ -47,10 +37,10 @@ _ERRNO_REASONS = {
 }
 
 
-def _unavailable(action: str, path: Path, exc: OSError) -> StoreUnavailable:
-    """Build a :class:`StoreUnavailable` naming the cause in plain words."""
+def _unavailable(action: str, path: Path, exc: OSError) -> base.StoreUnavailable:
+    """Build a :class:`base.StoreUnavailable` naming the cause in plain words."""
     reason = _ERRNO_REASONS.get(exc.errno or 0, exc.strerror or str(exc))
-    return StoreUnavailable(f"filesystem store: cannot {action} {path}: {reason}")
+    return base.StoreUnavailable(f"filesystem store: cannot {action} {path}: {reason}")
 
 
 def _fsync_dir(path: Path) -> None:
@@ -85,7 +75,7 @@ def _makedirs_durable(path: Path) -> None:
         _fsync_dir(directory.parent)
 
 
-class FilesystemStore(ObjectStore):
+class FilesystemStore(base.ObjectStore):
     """Objects as files under one root directory.
 
     Parameters
@@ -113,9 +103,9 @@ class FilesystemStore(ObjectStore):
         The key pattern already excludes ``..`` and absolute paths; resolving as well
         guards against a symlink planted inside the root.
         """
-        path = (self.root / check_key(key)).resolve()
+        path = (self.root / base.check_key(key)).resolve()
         if not path.is_relative_to(self.root) or path == self.root:
-            raise StoreError(f"filesystem store: key {key!r} resolves outside {self.root}")
+            raise base.StoreError(f"filesystem store: key {key!r} resolves outside {self.root}")
         return path
 
     def _key_of(self, path: Path) -> str:
@@ -130,7 +120,7 @@ class FilesystemStore(ObjectStore):
         ------
         InvalidKey
             Before anything is written, when ``key`` is not a valid key.
-        StoreUnavailable
+        base.StoreUnavailable
             On any OS error (disk full, read-only, permissions...). The temp file is
             removed and nothing new is visible under ``key``.
         """
@@ -199,7 +189,7 @@ class FilesystemStore(ObjectStore):
                 data = handle.read()
             except OSError as exc:
                 raise _unavailable("read", self._path(key), exc) from exc
-        return verify_checksum(key, data, expected_sha256)
+        return base.verify_checksum(key, data, expected_sha256)
 
     def open(self, key: str) -> BinaryIO:
         """Open the object's file for reading (caller closes it)."""
@@ -207,7 +197,7 @@ class FilesystemStore(ObjectStore):
         try:
             return path.open("rb")
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError) as exc:
-            raise ObjectNotFound(f"no object {key}") from exc
+            raise base.ObjectNotFound(f"no object {key}") from exc
         except OSError as exc:
             raise _unavailable("open", path, exc) from exc
 
@@ -215,13 +205,13 @@ class FilesystemStore(ObjectStore):
         """Whether a regular file is stored under ``key``."""
         return self._path(key).is_file()
 
-    def iter_objects(self, prefix: str = "") -> Iterator[ObjectInfo]:
+    def iter_objects(self, prefix: str = "") -> Iterator[base.ObjectInfo]:
         """Walk the root (never ``.tmp``) and report files whose key starts with ``prefix``.
 
         Files whose relative path is not a valid key (strays put there by hand) are
         skipped, so every reported key can be passed back to :meth:`get`.
         """
-        check_prefix(prefix)
+        base.check_prefix(prefix)
         start = self.root / prefix.rpartition("/")[0] if "/" in prefix else self.root
         if not start.is_dir():
             return
@@ -231,14 +221,14 @@ class FilesystemStore(ObjectStore):
             for name in sorted(filenames):
                 path = Path(dirpath) / name
                 key = self._key_of(path)
-                if not key.startswith(prefix) or not KEY_PATTERN.match(key):
+                if not key.startswith(prefix) or not base.KEY_PATTERN.match(key):
                     continue
                 try:
                     stat = path.stat()
                 except FileNotFoundError:
                     continue  # deleted while we walked
                 modified = _dt.datetime.fromtimestamp(stat.st_mtime, tz=_dt.UTC)
-                yield ObjectInfo(key=key, size=stat.st_size, modified=modified)
+                yield base.ObjectInfo(key=key, size=stat.st_size, modified=modified)
 
     # -- maintenance -------------------------------------------------------------
 
@@ -279,7 +269,7 @@ class FilesystemStore(ObjectStore):
 
         Raises
         ------
-        StoreUnavailable
+        base.StoreUnavailable
             When the root cannot be created or written now.
         """
         probe = self.temp_dir / f"probe-{uuid.uuid4().hex}.check"

@@ -24,17 +24,7 @@ from minio import Minio
 from minio.error import InvalidResponseError, MinioException, S3Error, ServerError
 from minio.helpers import MAX_PART_SIZE, check_bucket_name
 
-from storage.base import (
-    ObjectInfo,
-    ObjectNotFound,
-    ObjectStore,
-    StoreError,
-    StoreUnavailable,
-    check_key,
-    check_prefix,
-    sha256_hex,
-    verify_checksum,
-)
+from storage import base
 
 T = TypeVar("T")
 
@@ -81,7 +71,7 @@ class _ResponseStream(io.RawIOBase):
         try:
             return self._response.readinto(buffer)
         except (urllib3.exceptions.HTTPError, OSError) as exc:
-            raise StoreUnavailable(f"S3 store: reading {self._key} failed: {exc}") from exc
+            raise base.StoreUnavailable(f"S3 store: reading {self._key} failed: {exc}") from exc
 
     def close(self) -> None:
         if not self.closed:
@@ -90,7 +80,7 @@ class _ResponseStream(io.RawIOBase):
         super().close()
 
 
-class S3Store(ObjectStore):
+class S3Store(base.ObjectStore):
     """Objects in one bucket of an S3-compatible server.
 
     Parameters
@@ -171,11 +161,11 @@ class S3Store(ObjectStore):
 
         Raises
         ------
-        ObjectNotFound
+        base.ObjectNotFound
             The server answered ``NoSuchKey``.
-        StoreUnavailable
+        base.StoreUnavailable
             A transient failure persisted through every retry, or the bucket is gone.
-        StoreError
+        base.StoreError
             Any other refusal (access denied, bad request...).
         """
         delay = FIRST_BACKOFF_SECONDS
@@ -188,18 +178,18 @@ class S3Store(ObjectStore):
                 return operation()
             except S3Error as exc:
                 if exc.code == "NoSuchKey":
-                    raise ObjectNotFound(f"no object {exc.object_name or what}") from exc
+                    raise base.ObjectNotFound(f"no object {exc.object_name or what}") from exc
                 if exc.code == "NoSuchBucket":
                     self._bucket_ready = False
-                    raise StoreUnavailable(f"S3 store: bucket {self.bucket} does not exist on {self.endpoint}") from exc
+                    raise base.StoreUnavailable(f"S3 store: bucket {self.bucket} does not exist on {self.endpoint}") from exc
                 if not _is_transient(exc):
-                    raise StoreError(f"S3 store: {what} refused: {exc.code}: {exc.message}") from exc
+                    raise base.StoreError(f"S3 store: {what} refused: {exc.code}: {exc.message}") from exc
                 last = exc
             except (MinioException, urllib3.exceptions.HTTPError, OSError) as exc:
                 if not _is_transient(exc):
-                    raise StoreError(f"S3 store: {what} failed: {exc}") from exc
+                    raise base.StoreError(f"S3 store: {what} failed: {exc}") from exc
                 last = exc
-        raise StoreUnavailable(
+        raise base.StoreUnavailable(
             f"S3 store: {what} on {self.endpoint} failed after {self.retries + 1} attempts: {last}"
         ) from last
 
@@ -209,7 +199,7 @@ class S3Store(ObjectStore):
             return
         if not self._call("bucket_exists", lambda: self._client.bucket_exists(self.bucket)):
             if not self.create_bucket:
-                raise StoreUnavailable(f"S3 store: bucket {self.bucket} does not exist on {self.endpoint}")
+                raise base.StoreUnavailable(f"S3 store: bucket {self.bucket} does not exist on {self.endpoint}")
             self._call("make_bucket", self._make_bucket)
         self._bucket_ready = True
 
@@ -229,9 +219,9 @@ class S3Store(ObjectStore):
         The object carries its SHA-256 as user metadata (``x-amz-meta-sha256``) so
         that tools can verify it without our database.
         """
-        check_key(key)
+        base.check_key(key)
         self._ensure_bucket()
-        digest = sha256_hex(data)
+        digest = base.sha256_hex(data)
 
         def upload() -> None:
             self._client.put_object(
@@ -247,7 +237,7 @@ class S3Store(ObjectStore):
 
     def get(self, key: str, expected_sha256: str | None = None) -> bytes:
         """Download the whole object (retrying on a broken transfer) and verify it."""
-        check_key(key)
+        base.check_key(key)
 
         def download() -> bytes:
             response = self._client.get_object(self.bucket, key)
@@ -258,11 +248,11 @@ class S3Store(ObjectStore):
                 response.release_conn()
 
         data = self._call(f"get {key}", download)
-        return verify_checksum(key, data, expected_sha256)
+        return base.verify_checksum(key, data, expected_sha256)
 
     def open(self, key: str) -> BinaryIO:
         """Stream the object; the connection goes back to the pool when closed."""
-        check_key(key)
+        base.check_key(key)
         response = self._call(
             f"get {key}",
             lambda: self._client.get_object(self.bucket, key),
@@ -271,24 +261,24 @@ class S3Store(ObjectStore):
 
     def delete(self, key: str) -> None:
         """Remove the object; S3 treats a missing key as success too."""
-        check_key(key)
+        base.check_key(key)
         try:
             self._call(f"delete {key}", lambda: self._client.remove_object(self.bucket, key))
-        except ObjectNotFound:
+        except base.ObjectNotFound:
             pass
 
     def exists(self, key: str) -> bool:
         """Whether a HEAD on the object succeeds."""
-        check_key(key)
+        base.check_key(key)
         try:
             self._call(f"stat {key}", lambda: self._client.stat_object(self.bucket, key))
-        except ObjectNotFound:
+        except base.ObjectNotFound:
             return False
         return True
 
-    def iter_objects(self, prefix: str = "") -> Iterator[ObjectInfo]:
+    def iter_objects(self, prefix: str = "") -> Iterator[base.ObjectInfo]:
         """List the bucket, page by page; a failed page is retried from the last key seen."""
-        check_prefix(prefix)
+        base.check_prefix(prefix)
         self._ensure_bucket()
         last_key: str | None = None
         while True:
@@ -301,28 +291,28 @@ class S3Store(ObjectStore):
                 return
             last_key = page[-1].key
 
-    def _list_page(self, prefix: str, start_after: str | None, limit: int = 1000) -> list[ObjectInfo]:
+    def _list_page(self, prefix: str, start_after: str | None, limit: int = 1000) -> list[base.ObjectInfo]:
         """At most ``limit`` objects after ``start_after``, read fully so a retry is clean."""
-        page: list[ObjectInfo] = []
+        page: list[base.ObjectInfo] = []
         listing = self._client.list_objects(self.bucket, prefix=prefix or None, recursive=True, start_after=start_after)
         for obj in listing:
             if obj.is_dir or obj.object_name is None:
                 continue
             modified = obj.last_modified or _dt.datetime.fromtimestamp(0, tz=_dt.UTC)
-            page.append(ObjectInfo(key=obj.object_name, size=obj.size or 0, modified=modified))
+            page.append(base.ObjectInfo(key=obj.object_name, size=obj.size or 0, modified=modified))
             if len(page) >= limit:
                 break
         return page
 
     def check(self) -> None:
-        """Raise :class:`StoreUnavailable` unless the bucket answers (creating it if allowed)."""
+        """Raise :class:`base.StoreUnavailable` unless the bucket answers (creating it if allowed)."""
         self._bucket_ready = False
         try:
             self._ensure_bucket()
-        except StoreUnavailable:
+        except base.StoreUnavailable:
             raise
-        except StoreError as exc:
-            raise StoreUnavailable(str(exc)) from exc
+        except base.StoreError as exc:
+            raise base.StoreUnavailable(str(exc)) from exc
 
     def close(self) -> None:
         """Close pooled connections."""
