@@ -80,6 +80,18 @@ class ManagedProcess:
         """SIGTERM the process group, SIGKILL it after ``timeout`` s; reap; return the exit code."""
         return self._end(signal.SIGTERM, timeout)
 
+    def terminate_leader(self, timeout: float = 90.0) -> int:
+        """SIGTERM the leader only (a server that stops its own children) and return its exit status.
+
+        Whatever is still running after it exited, or after ``timeout`` s, is stopped with the group.
+        """
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=timeout)
+        finally:
+            self.stop()
+
     def kill(self) -> int | None:
         """SIGKILL the process group at once (a crash, for reliability tests) and reap it."""
         return self._end(signal.SIGKILL, None)

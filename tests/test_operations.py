@@ -9,7 +9,6 @@ import copy
 import io
 import os
 import re
-import signal
 import sys
 import time
 from collections.abc import Iterator
@@ -72,12 +71,7 @@ class Node:
         wait_for_port("127.0.0.1", self.dicom_port, timeout=timeout)  # the DICOM process may come up later
 
     def terminate(self) -> int:
-        assert self.process.proc is not None
-        self.process.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.process.proc.wait(timeout=90)
-        finally:
-            self.process.stop()
+        return self.process.terminate_leader()
 
 
 def start_node(folder: Path, toml: str = "", **settings: str) -> Node:

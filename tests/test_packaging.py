@@ -154,12 +154,7 @@ class Served:
 
     def terminate(self) -> int:
         """SIGTERM to the server (not its group: it stops its own children); its exit status."""
-        assert self.process.proc is not None
-        self.process.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.process.proc.wait(timeout=90)
-        finally:
-            self.process.stop()
+        return self.process.terminate_leader()
 
     def log(self) -> str:
         return self.process.log_path.read_text(errors="replace")
